@@ -71,6 +71,73 @@ def _eval() -> None:
     """Evaluate a model on a held-out split with the verifiable rewards."""
 
 
+@model_app.command("tiny")
+def model_tiny(
+    out: Path = typer.Option(..., help="Directory to write the model, tokenizer and processor to."),
+    preset: str = typer.Option("nano", help="Size: nano (<1M parameters, tests) or small (~5M, CPU demo)."),
+    data: Path | None = typer.Option(
+        None,
+        help="Data directory whose sft.json / rl.json texts train the tokenizer (built-in corpus without).",
+    ),
+    seed: int = typer.Option(0, help="Seed of the random weights."),
+) -> None:
+    """Build a tiny Qwen2.5-VL-architecture model with random weights (skipped when up to date)."""
+    from trainer.tiny import build_tiny_vlm
+
+    summary = build_tiny_vlm(out, preset=preset, data_dir=data, seed=seed)
+    _print_table(
+        f"tiny model {'(already built)' if summary['reused'] else 'built'}",
+        {
+            "path": summary["path"],
+            "preset": summary["preset"],
+            "seed": summary["seed"],
+            "parameters": f"{summary['parameters']['total']:,}",
+            "vision parameters": f"{summary['parameters']['vision']:,}",
+            "tokenizer vocabulary": summary["vocab_size"],
+            "embedding rows": summary["embedding_rows"],
+            "image pixels": f"{summary['min_pixels']:,} .. {summary['max_pixels']:,}",
+            "build seconds": summary["build_seconds"],
+        },
+    )
+
+
+@model_app.command("info")
+def model_info(
+    path: str = typer.Argument(..., help="A model directory (tiny pebr model or Qwen2/2.5-VL checkpoint)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show a model's architecture, parameter counts, vocabulary, image pixel bounds and processor."""
+    from trainer.vlm import describe_model
+
+    info = describe_model(path)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(info, indent=2))
+        return
+    params = info.pop("parameters")
+    rows = {
+        **{k: v for k, v in info.items() if k not in ("min_pixels", "max_pixels")},
+        "parameters": f"{params['total']:,}",
+        "vision parameters": f"{params['vision']:,}",
+        "language parameters": f"{params['language']:,}",
+        "image pixels": f"{info['min_pixels']:,} .. {info['max_pixels']:,}" if info["max_pixels"] else "?",
+    }
+    _print_table("model", rows)
+
+
+def _print_table(title: str, rows: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in rows.items():
+        table.add_row(key.replace("_", " "), str(value))
+    Console().print(table)
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Directory for everything the demo produces."),
@@ -110,3 +177,7 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
