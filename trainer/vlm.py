@@ -47,7 +47,8 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
     ``videos`` is an error instead of being ignored.
     """
 
-    # ProcessorMixin reads the sub-processors from the __init__ signature; this spells it out.
+    # transformers 5 reads the sub-processors from the __init__ signature below (4.x read this
+    # list); kept so that the two agree for readers and older tooling.
     attributes = ["image_processor", "tokenizer"]
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
@@ -184,6 +185,7 @@ def load_vlm(
 def chat_messages(question: str, n_images: int, system: str | None = None) -> list[dict[str, Any]]:
     """A one-turn chat: ``n_images`` image parts, then the question (Qwen2-VL's layout).
 
+    ``question`` is plain text, without ``<image>`` tags (the canonical record's ``question``).
     Without ``system`` the chat template adds its default system prompt.
     """
     if n_images < 0:
@@ -249,13 +251,15 @@ def generate_batch(
     seed: int | None = 0,
     system: str | None = None,
     batch_size: int | None = None,
+    **generate_kwargs: Any,
 ) -> list[list[GenerationOut]]:
     """``n`` completions for each ``(images, question)`` prompt, batched with left padding.
 
     ``temperature`` 0 decodes greedily; otherwise it samples with ``top_p``. ``seed`` makes
     sampling reproducible for the same prompts and ``batch_size`` (prompts per forward batch,
-    all at once when None) without touching the caller's random state. Returns one list of
-    ``n`` :class:`GenerationOut` per prompt, in prompt order.
+    all at once when None) without touching the caller's random state. Other keyword
+    arguments (``repetition_penalty``, ``min_new_tokens``, ...) go to ``model.generate``.
+    Returns one list of ``n`` :class:`GenerationOut` per prompt, in prompt order.
     """
     import torch
 
@@ -280,7 +284,12 @@ def generate_batch(
     step = batch_size or max(len(prompts), 1)
     device = next(model.parameters()).device
     results: list[list[GenerationOut]] = []
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+    # Fork the generator of the device the model runs on (CPU's is always forked), so seeding
+    # here leaves the caller's random streams as they were.
+    accelerator = device.type != "cpu"
+    with torch.random.fork_rng(
+        devices=[device] if accelerator else [], device_type=device.type if accelerator else "cuda"
+    ):
         if seed is not None:
             torch.manual_seed(seed)
         for start in range(0, len(prompts), step):
@@ -294,6 +303,7 @@ def generate_batch(
                     eos_token_id=sorted(eos_ids),
                     pad_token_id=pad_id,
                     **sampling,
+                    **generate_kwargs,
                 )
             produced = sequences[:, inputs["input_ids"].shape[1] :].tolist()
             for i in range(len(chunk)):
@@ -325,7 +335,7 @@ def generate(
     """The completion text for one image(s) + question chat.
 
     ``gen_kwargs`` are :func:`generate_batch`'s options (``max_new_tokens``, ``temperature``,
-    ``top_p``, ``seed``).
+    ``top_p``, ``seed``, or anything ``model.generate`` takes).
     """
     return generate_batch(model, processor, [(images, question)], system=system, **gen_kwargs)[0][0].text
 
