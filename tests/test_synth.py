@@ -394,19 +394,43 @@ def _resolve(ref: str, objs: list[dict]) -> dict:
 
 
 RANK = {"small": 0, "medium": 1, "large": 2}
+# fraction of its box each shape covers (the star: 5 points, inner radius 0.45)
+COVER = {"circle": 0.785, "square": 1.0, "triangle": 0.5, "diamond": 0.5, "hexagon": 0.75, "star": 0.384}
+# direction -> (centre coordinate, leading edge), both growing that way
 DIRS = {
-    "furthest to the left": lambda o: -(o["bbox"][0] + o["bbox"][2]) / 2,
-    "furthest to the right": lambda o: (o["bbox"][0] + o["bbox"][2]) / 2,
-    "closest to the top": lambda o: -(o["bbox"][1] + o["bbox"][3]) / 2,
-    "closest to the bottom": lambda o: (o["bbox"][1] + o["bbox"][3]) / 2,
+    "furthest to the left": (lambda o: -(o["bbox"][0] + o["bbox"][2]) / 2, lambda o: -o["bbox"][0]),
+    "furthest to the right": (lambda o: (o["bbox"][0] + o["bbox"][2]) / 2, lambda o: o["bbox"][2]),
+    "closest to the top": (lambda o: -(o["bbox"][1] + o["bbox"][3]) / 2, lambda o: -o["bbox"][1]),
+    "closest to the bottom": (lambda o: (o["bbox"][1] + o["bbox"][3]) / 2, lambda o: o["bbox"][3]),
 }
 
 
-def _winner(objs, key, margin):
-    ranked = sorted(objs, key=key, reverse=True)
-    assert len(ranked) >= 2
-    assert key(ranked[0]) - key(ranked[1]) >= margin
-    return ranked[0]
+def _winner(objs, keys, margin):
+    """The object ahead of all others by ``margin`` on centre and on leading edge alike."""
+    winners = []
+    for key in keys:
+        ranked = sorted(objs, key=key, reverse=True)
+        assert len(ranked) >= 2
+        assert key(ranked[0]) - key(ranked[1]) >= margin
+        winners.append(ranked[0])
+    assert winners[0] is winners[1]
+    return winners[0]
+
+
+def _area(o):
+    return (o["bbox"][2] - o["bbox"][0]) ** 2 * COVER[o["shape"]]
+
+
+def _bigger(a, b) -> bool:
+    """A size class up and visibly more area (CFG.area_ratio)."""
+    return RANK[a["size"]] > RANK[b["size"]] and _area(a) >= CFG.area_ratio * _area(b)
+
+
+def _largest(group):
+    found = [o for o in group if all(p is o or _bigger(o, p) for p in group)]
+    assert len(group) >= 2
+    assert len(found) == 1, group
+    return found[0]
 
 
 def _unique_max(values: dict) -> str:
@@ -437,11 +461,9 @@ def _oracle(template: str, q: str, objs: list[dict]) -> str:
     if m := re.fullmatch(r"How many shapes are not (\w+)\?", q):
         return str(sum(o["color"] != m[1] for o in objs))
     if m := re.fullmatch(r"What color is the largest (\w+)\?", q):
-        group = [o for o in objs if o["shape"] == m[1]]
-        return group[int(_unique_max({i: RANK[o["size"]] for i, o in enumerate(group)}))]["color"]
+        return _largest([o for o in objs if o["shape"] == m[1]])["color"]
     if m := re.fullmatch(r"What shape is the largest (\w+) object\?", q):
-        group = [o for o in objs if o["color"] == m[1]]
-        return group[int(_unique_max({i: RANK[o["size"]] for i, o in enumerate(group)}))]["shape"]
+        return _largest([o for o in objs if o["color"] == m[1]])["shape"]
     if m := re.fullmatch(r"What (?:color is|is the color of) (the .+)\?", q):
         if m[1].startswith("the shape ") and m[1][10:] in DIRS:
             return _winner(objs, DIRS[m[1][10:]], CFG.position_margin)["color"]
@@ -501,9 +523,9 @@ def _oracle(template: str, q: str, objs: list[dict]) -> str:
         return "yes" if a > b else "no"
     if m := re.fullmatch(r"Which is larger, (the .+?) or (the .+)\? Answer with its (color|shape)\.", q):
         a, b = _resolve(m[1], objs), _resolve(m[2], objs)
-        assert RANK[a["size"]] != RANK[b["size"]]
+        assert _bigger(a, b) or _bigger(b, a)
         assert a[m[3]] != b[m[3]]
-        return (a if RANK[a["size"]] > RANK[b["size"]] else b)[m[3]]
+        return (a if _bigger(a, b) else b)[m[3]]
     if m := re.fullmatch(r"Which number is larger: the digit on (the .+?) or the digit on (the .+)\?", q):
         a, b = _resolve(m[1], objs)["digit"], _resolve(m[2], objs)["digit"]
         assert a != b

@@ -100,6 +100,8 @@ class SynthConfig:
     object_gap: int = 4
     #: "furthest left", "closest to" and similar questions need the winner ahead by this many px
     position_margin: int = 10
+    #: "larger"/"largest" questions need the winner a size class up and this many times the area
+    area_ratio: float = 1.5
     placement_tries: int = 80
     scene_attempts: int = 40
 

@@ -21,15 +21,15 @@ from curation.synth.describe import (
     shape_count_phrases,
     unique,
 )
-from curation.synth.questions import Question, leader, size_rank, template, yes_no
+from curation.synth.questions import Question, largest, leader, template, yes_no
 from curation.synth.scene import Scene, SceneObject
 
-#: name -> (phrase, the coordinate that grows in that direction)
+#: name -> (phrase, centre coordinate growing that way, leading edge growing that way)
 DIRECTIONS = {
-    "left": ("furthest to the left", lambda o: -o.center[0]),
-    "right": ("furthest to the right", lambda o: o.center[0]),
-    "top": ("closest to the top", lambda o: -o.center[1]),
-    "bottom": ("closest to the bottom", lambda o: o.center[1]),
+    "left": ("furthest to the left", lambda o: -o.center[0], lambda o: -o.bbox[0]),
+    "right": ("furthest to the right", lambda o: o.center[0], lambda o: o.bbox[2]),
+    "top": ("closest to the top", lambda o: -o.center[1], lambda o: -o.bbox[1]),
+    "bottom": ("closest to the bottom", lambda o: o.center[1], lambda o: o.bbox[3]),
 }
 
 
@@ -219,7 +219,7 @@ def color_of(scene: Scene, rng: random.Random, cfg: SynthConfig) -> Question | N
 def color_of_largest(scene: Scene, rng: random.Random, cfg: SynthConfig) -> Question | None:
     shape = rng.choice(sorted({o.shape for o in scene.objects}))
     group = [o for o in scene.objects if o.shape == shape]
-    top = leader(group, lambda o: size_rank(cfg, o), 1)
+    top = largest(cfg, group)
     if len(group) < 2 or top is None:
         return None
     return Question(
@@ -264,7 +264,7 @@ def shape_of(scene: Scene, rng: random.Random, cfg: SynthConfig) -> Question | N
 def shape_of_largest(scene: Scene, rng: random.Random, cfg: SynthConfig) -> Question | None:
     color = rng.choice(sorted({o.color for o in scene.objects}))
     group = [o for o in scene.objects if o.color == color]
-    top = leader(group, lambda o: size_rank(cfg, o), 1)
+    top = largest(cfg, group)
     if len(group) < 2 or top is None:
         return None
     return Question(
@@ -295,9 +295,11 @@ def _extreme(
     question: str,
     direction: str,
 ) -> Question | None:
-    phrase, key = DIRECTIONS[direction]
+    phrase, key, edge = DIRECTIONS[direction]
+    # ahead by the margin both by centre and by leading edge: a big shape whose edge sticks out
+    # past a small shape's centre is not clearly "furthest"
     winner = leader(group, key, cfg.position_margin)
-    if winner is None or len(group) < 2:
+    if winner is None or len(group) < 2 or leader(group, edge, cfg.position_margin) is not winner:
         return None
     ranked = sorted(group, key=key, reverse=True)
     answer = getattr(winner, ask)

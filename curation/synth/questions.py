@@ -134,5 +134,19 @@ def size_rank(cfg: SynthConfig, obj: SceneObject) -> int:
     return [name for name, _, _ in cfg.size_classes].index(obj.size)
 
 
+def clearly_larger(cfg: SynthConfig, a: SceneObject, b: SceneObject) -> bool:
+    """``a`` is a size class above ``b`` *and* covers ``cfg.area_ratio`` times its area (a large
+    star is not visibly larger than a medium square, though its box is)."""
+    return size_rank(cfg, a) > size_rank(cfg, b) and a.area >= cfg.area_ratio * b.area
+
+
+def largest(cfg: SynthConfig, objs: Sequence[SceneObject]) -> SceneObject | None:
+    """The object clearly larger than each of the others, or ``None``."""
+    for obj in objs:
+        if all(other is obj or clearly_larger(cfg, obj, other) for other in objs):
+            return obj
+    return None
+
+
 def yes_no(value: bool) -> str:
     return "yes" if value else "no"

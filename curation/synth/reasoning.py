@@ -18,8 +18,8 @@ from curation.synth.describe import (
 )
 from curation.synth.questions import (
     Question,
+    clearly_larger,
     generate_question,
-    size_rank,
     template,
     yes_no,
 )
@@ -278,7 +278,7 @@ def bigger_of_two(scene: Scene, rng: random.Random, cfg: SynthConfig) -> Questio
         (a, ra, b, rb)
         for a, ra in named
         for b, rb in named
-        if size_rank(cfg, a) > size_rank(cfg, b) and (a.color != b.color or a.shape != b.shape)
+        if clearly_larger(cfg, a, b) and (a.color != b.color or a.shape != b.shape)
     ]
     if not pairs:
         return None

@@ -50,6 +50,11 @@ class SceneObject:
         """``"red circle"``: the colour-shape phrase used in key words and descriptions."""
         return f"{self.color} {self.shape}"
 
+    @property
+    def area(self) -> float:
+        """Area in square pixels: a star covers far less of its box than a square does."""
+        return self.side * self.side * AREA_FRACTION[self.shape]
+
     def font_size(self) -> int:
         return int(self.side * DIGIT_ROOM[self.shape] * DIGIT_FILL)
 
@@ -199,3 +204,20 @@ def sample_scene(rng: random.Random, cfg: SynthConfig, level: int, *, digit_rate
             digit = rng.randint(1, 9)
         placed.append(SceneObject(obj.id, shape, color, size, box, digit))
     return Scene(width, height, background, tuple(placed))
+
+
+def _shoelace(points: list[tuple[float, float]]) -> float:
+    return (
+        abs(
+            sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(points, points[1:] + points[:1], strict=True))
+        )
+        / 2
+    )
+
+
+#: Fraction of its bounding box a shape covers.
+AREA_FRACTION = {
+    "circle": math.pi / 4,
+    "square": 1.0,
+    **{name: _shoelace(unit) for name, unit in _UNIT_POLYGONS.items()},
+}
