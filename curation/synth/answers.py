@@ -50,7 +50,8 @@ def assistant_turn(scene: Scene, q: Question, *, reflective_rng: random.Random |
             slip = f"So far this suggests the answer is {q.wrong}."
         else:
             slip = f"At first I counted {count_phrase(len(scene.objects) + 1, 'shape')}."
-        steps[k] = f"{slip} {reflective_rng.choice(RETHINK_FORMS)} {steps[k]}"
+        # the slip comes after the step's own reasoning, as in Mulberry's reflective samples
+        steps[k] = f"{steps[k]} {slip} {reflective_rng.choice(RETHINK_FORMS)}"
     return render_sections(describe(scene), q.rationale, steps, q.answer)
 
 
