@@ -177,6 +177,8 @@ def test_defects_are_real(data):
             else:
                 im.load()
         assert size == (m["width"], m["height"])
+        # the scene graph is kept, for the image as drawn (a shrunk image's boxes shrink too)
+        assert [m["scene"]["width"], m["scene"]["height"]] == list(size)
         if kind == "small_image":
             assert min(size) < limit
         else:

@@ -124,6 +124,7 @@ def build_item(seed: int, spec: Spec, cfg: SynthConfig, out_dir: str) -> dict[st
             "height": image.height,
             "image_digest": None if spec.defect == "missing_image" else digest,
             "scene_hash": meta["scene_hash"],
+            "scene": meta["scene"],
         }
         return item
     item["record"] = canonical_record(q, drawn, rel, digest, meta)
