@@ -105,9 +105,16 @@ def push_cmd(
 
     The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another Hub.
     """
+    import logging
+
     from rich.console import Console
 
     from curation.hub import push_splits
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # one INFO line per HTTP request drowns the push's own messages; --verbose shows them
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     from curation.splits_dir import ALL_SPLITS
 
     report = push_splits(

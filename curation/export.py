@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curation.splits_dir import ALL_SPLITS, SplitsRun, read_splits_dir
+from curation.splits_dir import ALL_SPLITS, BUCKET_SPLITS, SplitsRun, read_splits_dir, resolve_report_path
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -111,7 +111,18 @@ class ExportReport:
 # ---------------------------------------------------------------------------- shared helpers
 
 
+NO_TEST_SPLIT = "the splits directory has no held-out test split"
+
+
+def _log_skipped(skipped: Mapping[str, str]) -> None:
+    for name, why in skipped.items():
+        # a run without a test split is normal; an empty bucket deserves a look
+        level = logging.INFO if why == NO_TEST_SPLIT else logging.WARNING
+        logger.log(level, "split %s not exported: %s", name, why)
+
+
 def check_split_names(splits: Sequence[str]) -> tuple[str, ...]:
+    """The requested split names, deduplicated in order; unknown names are a ``ValueError``."""
     unknown = [s for s in splits if s not in ALL_SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; choose from {list(ALL_SPLITS)}")
@@ -187,6 +198,7 @@ def _read_image(run: SplitsRun, img: Mapping[str, Any], uid: str, index: int) ->
 
 
 def split_tasks(run: SplitsRun, names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """split -> task -> rows, read from the split files (the card's per-split task table)."""
     import pyarrow.parquet as pq
 
     from data_cards.render import tasks_per_split
@@ -201,11 +213,9 @@ def _task_by_uid(run: SplitsRun) -> dict[str, str | None]:
     import pyarrow.parquet as pq
 
     paths = list(run.split_paths.values())
-    data = run.report.get("data")
-    if data:
-        p = Path(data) if Path(data).is_absolute() else run.root / data
-        if p.is_file() and p.suffix == ".parquet":
-            paths.append(p)
+    data = resolve_report_path(run.root, run.report.get("data"))
+    if data is not None and data.is_file() and data.suffix == ".parquet":
+        paths.append(data)
     out: dict[str, str | None] = {}
     for p in paths:
         names = pq.read_schema(p).names
@@ -216,6 +226,10 @@ def _task_by_uid(run: SplitsRun) -> dict[str, str | None]:
 
 
 def difficulty_and_stats(run: SplitsRun) -> tuple[pa.Table, DifficultyStats]:
+    """The run's difficulty table (its rollout model only) and the card's bucket statistics.
+
+    Bucket counts come from the table; a splits report whose ``counts`` disagree is logged.
+    """
     from data_cards.render import difficulty_stats
 
     difficulty = run.read_difficulty()
@@ -332,9 +346,7 @@ def build_hf_split(
 
     features = hf_features()
     schema = features.arrow_schema
-    by_uid = {
-        uid: i for i, uid in enumerate(difficulty["uid"].to_pylist())
-    }  # uid -> row of the difficulty table
+    by_uid = {uid: i for i, uid in enumerate(difficulty["uid"].to_pylist())}  # uid -> difficulty row
     diff_cols = {src: difficulty[src].to_pylist() for src in DIFFICULTY_EXPORT_COLUMNS}
     path = work_dir / f"{name}.arrow"
     writer = ArrowWriter(features=features, path=str(path))
@@ -344,7 +356,7 @@ def build_hf_split(
             for rec in records:
                 uid = rec["uid"]
                 row = by_uid.get(uid)
-                if row is None and name != "test":
+                if row is None and name in BUCKET_SPLITS:
                     raise ValueError(
                         f"{run.split_paths[name]}: record uid={uid!r} has no row in difficulty.parquet"
                         f" for model {run.model_id!r}"
@@ -384,15 +396,14 @@ def build_hf_dataset_dict(
     skipped: dict[str, str] = {}
     for name in names:
         if name not in run.split_paths:
-            skipped[name] = "the splits directory has no held-out test split"
+            skipped[name] = NO_TEST_SPLIT
             continue
         ds = build_hf_split(run, name, difficulty, work_dir)
         if len(ds) == 0:
             skipped[name] = "it has no rows (datasets cannot load an empty split)"
             continue
         datasets_[name] = ds
-    for name, why in skipped.items():
-        logger.warning("split %s not exported: %s", name, why)
+    _log_skipped(skipped)
     if not datasets_:
         raise ValueError(f"{run.root}: none of the splits {list(names)} has rows; nothing to export")
     return datasets_, skipped
@@ -566,7 +577,7 @@ def _export_json(
     placed: set[str] = set()
     for name in names:
         if name not in run.split_paths:
-            skipped[name] = "the splits directory has no held-out test split"
+            skipped[name] = NO_TEST_SPLIT
             continue
         rows = []
         for records in _iter_records(run.split_paths[name]):
@@ -584,8 +595,7 @@ def _export_json(
         rel = f"{name}.json"
         (out / rel).write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         split_exports.append(SplitExport(name, len(rows), (rel,)))
-    for name, why in skipped.items():
-        logger.warning("split %s not exported: %s", name, why)
+    _log_skipped(skipped)
     if not split_exports:
         raise ValueError(f"{run.root}: none of the splits {list(names)} has rows; nothing to export")
     configs = [

@@ -124,6 +124,10 @@ def push_splits(
 
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"repo id must be ORG/NAME, got {repo_id!r}")
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            "HF_HUB_OFFLINE is set: pushing needs the Hub; unset it (or use `pebr curate export`)"
+        )
     names = check_split_names(splits)
     run = read_splits_dir(splits_dir)
     difficulty, stats = difficulty_and_stats(run)

@@ -106,7 +106,7 @@ class SplitsRun:
         return table
 
 
-def _resolve(root: Path, value: str | None) -> Path | None:
+def resolve_report_path(root: Path, value: str | None) -> Path | None:
     """A path from the report: absolute as written, relative ones against the splits directory
     first (the split command writes its own directory's files that way), then the working directory."""
     if not value:
@@ -198,7 +198,7 @@ def read_splits_dir(path: str | Path) -> SplitsRun:
             raise FileNotFoundError(f"{file} not found; a splits directory holds {list(BUCKET_SPLITS)}")
         split_paths[name] = file
     notes: list[str] = []
-    test = _resolve(root, report.get("test"))
+    test = resolve_report_path(root, report.get("test"))
     if test is None and (root / "test.parquet").is_file():
         test = root / "test.parquet"
     if test is not None:
@@ -212,12 +212,12 @@ def read_splits_dir(path: str | Path) -> SplitsRun:
     if not difficulty.is_file():
         raise FileNotFoundError(f"{difficulty} not found; it holds the pass rates the buckets come from")
 
-    image_root = _resolve(root, report.get("image_root"))
+    image_root = resolve_report_path(root, report.get("image_root"))
     if image_root is not None and not image_root.is_dir():
         raise FileNotFoundError(f"{report_path}: image_root {image_root} is not a directory")
 
     funnel, funnel_note = None, None
-    filter_path = _resolve(root, report.get("filter_report"))
+    filter_path = resolve_report_path(root, report.get("filter_report"))
     if filter_path is None:
         funnel_note = "the splits report records no filter report, so the filter funnel is unknown"
     elif not filter_path.is_file():

@@ -17,6 +17,7 @@ needs no plotting library, and matplotlib would add ~40 MB and a slow import for
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -169,6 +170,20 @@ def difficulty_stats(
     )
 
 
+def stats_from_report(splits_report: Mapping[str, Any]) -> DifficultyStats:
+    """Bucket counts as the splits report records them, for a card rendered without the table."""
+    counts = splits_report.get("counts") or {}
+    bucket_counts = {b: int(counts.get(b, 0)) for b in BUCKETS}
+    n = (splits_report.get("sampling") or {}).get("n")
+    return DifficultyStats(
+        model_id=splits_report.get("model_id"),
+        n_scored=sum(bucket_counts.values()),
+        bucket_counts=bucket_counts,
+        per_task={},
+        rollouts_per_question=(int(n),) if isinstance(n, int) else (),
+    )
+
+
 def pass_rate_histogram(
     difficulty: pa.Table | DifficultyStats,
     path: str | Path,
@@ -302,8 +317,6 @@ def _commands(report: Mapping[str, Any]) -> list[str]:
     out = []
     for cmd in report.get("commands") or []:
         if isinstance(cmd, (list, tuple)):
-            import shlex
-
             out.append(shlex.join(str(c) for c in cmd))
         else:
             out.append(str(cmd))
@@ -330,19 +343,22 @@ def render_card(
     export_report: ExportReport,
     filter_report: FilterFunnel | None = None,
     *,
-    stats: DifficultyStats,
+    stats: DifficultyStats | None = None,
     options: CardOptions | None = None,
     funnel_note: str | None = None,
     split_tasks: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
     """The dataset card (``README.md``) for one export or push.
 
-    ``stats`` are the bucket counts of the difficulty table; ``split_tasks`` maps split -> task ->
-    rows in that split; ``funnel_note`` says why ``filter_report`` is ``None``.
+    ``stats`` are the bucket counts of the difficulty table (without it, the report's ``counts``
+    are used and the card has no histogram numbers per task); ``split_tasks`` maps split -> task
+    -> rows in that split; ``funnel_note`` says why ``filter_report`` is ``None``.
     """
     from huggingface_hub import DatasetCardData
 
     options = options or CardOptions()
+    if stats is None:
+        stats = stats_from_report(splits_report)
     metadata = card_metadata(export_report, options)
     yaml_text = DatasetCardData(**metadata).to_yaml()
     preset_name, preset_weights = _preset(splits_report)

@@ -177,3 +177,10 @@ def test_splits_dir_problems_are_named(tmp_path, damage, error, message):
         (tmp_path / "test.parquet").unlink()
     with pytest.raises(error, match=message):
         read_splits_dir(fx.splits_dir).read_difficulty()
+
+
+def test_card_from_the_report_alone_uses_its_counts():
+    report = {"model_id": "m", "counts": {"easy": 5, "medium": 3, "hard": 2}, "sampling": {"n": 8}}
+    _, body = parse_card(render_card(report, _report()))
+    assert "| medium | 3 | 30.0% |" in body
+    assert "Rollout model: `m`, 8 rollouts per question" in body

@@ -215,8 +215,10 @@ def test_cli_push_without_token_fails_with_one_line(hub, tmp_path):
         client_env(hub, tmp_path / "home", None),
     )
     assert proc.returncode == 2
-    assert "error:" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    err = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert "error: the Hub at" in err
+    assert "set HF_TOKEN or run `hf auth login`" in err
+    assert "Traceback" not in err
     assert hub.repos == {}
 
 
@@ -273,3 +275,12 @@ def test_local_hub_serves_ranges_and_rejects_stale_parents(hub):
         f"{hub.url}/datasets/pebr-org/r/resolve/main/a.txt", headers={"Range": "bytes=6-"}
     )
     assert (status, body, headers["Content-Range"]) == (206, b"world", "bytes 6-10/11")
+
+
+def test_push_refuses_to_run_offline(tmp_path, capsys):
+    # this test session is offline (tests/conftest.py): a push must say so, not hang or half-run
+    from trainer.cli import run
+
+    fx = make_splits_dir(tmp_path / "run")
+    assert run(["curate", "push", "--splits", str(fx.splits_dir), "--repo-id", REPO]) == 2
+    assert "HF_HUB_OFFLINE is set" in " ".join(capsys.readouterr().err.split())
