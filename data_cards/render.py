@@ -17,6 +17,7 @@ needs no plotting library, and matplotlib would add ~40 MB and a slow import for
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
     from curation.export import ExportReport
     from curation.splits_dir import FilterFunnel
+
+logger = logging.getLogger(__name__)
 
 TEMPLATE = "dataset_card.md.j2"
 BUCKETS = ("easy", "medium", "hard")
@@ -299,18 +302,38 @@ def _nested_table(value: Any) -> dict[str, Any] | None:
     return None
 
 
-def _preset(report: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+def _installed_preset_weights(name: str) -> dict[str, float] | None:
+    """The weights of reward preset ``name`` as ``rewards.presets`` defines it in this install."""
+    try:
+        from rewards.presets import get_preset
+    except ImportError:  # a build without the reward presets: the card says the weights are unknown
+        return None
+    try:
+        return dict(get_preset(name).weights)
+    except (KeyError, ValueError) as exc:
+        logger.warning("the card shows no weights for reward preset %r: %s", name, exc)
+        return None
+
+
+def _preset(report: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """(name, weights, where the weights come from) of the run's reward preset."""
     preset = report.get("preset")
     if isinstance(preset, Mapping):
         name = preset.get("name")
         weights = preset.get("weights")
         if weights is None:
             weights = {k: v for k, v in preset.items() if k != "name" and isinstance(v, (int, float))} or None
-        return (str(name) if name is not None else None), (dict(weights) if weights else None)
-    weights = report.get("preset_weights")
-    return (str(preset) if preset is not None else None), (
-        dict(weights) if isinstance(weights, Mapping) else None
-    )
+    else:
+        name = preset
+        weights = report.get("preset_weights")
+    name = str(name) if name is not None else None
+    if isinstance(weights, Mapping) and weights:
+        return name, dict(weights), "the splits report"
+    if name is not None:
+        installed = _installed_preset_weights(name)
+        if installed:
+            return name, installed, "rewards/presets.yaml as installed when this card was rendered"
+    return name, None, None
 
 
 def _commands(report: Mapping[str, Any]) -> list[str]:
@@ -361,7 +384,7 @@ def render_card(
         stats = stats_from_report(splits_report)
     metadata = card_metadata(export_report, options)
     yaml_text = DatasetCardData(**metadata).to_yaml()
-    preset_name, preset_weights = _preset(splits_report)
+    preset_name, preset_weights, weights_source = _preset(splits_report)
     total_scored = stats.n_scored
     split_rows = {s.name: s.rows for s in export_report.splits}
     tasks = sorted({t for per in (split_tasks or {}).values() for t in per})
@@ -424,6 +447,7 @@ def render_card(
         "histogram": export_report.histogram,
         "preset_name": preset_name,
         "preset_weights": preset_weights,
+        "weights_source": weights_source,
         "commands": _commands(splits_report),
         "this_command": export_report.command,
         "data": splits_report.get("data"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -184,3 +185,34 @@ def test_card_from_the_report_alone_uses_its_counts():
     _, body = parse_card(render_card(report, _report()))
     assert "| medium | 3 | 30.0% |" in body
     assert "Rollout model: `m`, 8 rollouts per question" in body
+
+
+class _FakePreset:
+    weights = {"accuracy": 0.9, "format": 0.1}
+
+
+def _fake_get_preset(name):
+    if name != "pebr_stage2":
+        raise ValueError(f"unknown reward preset {name!r}")
+    return _FakePreset()
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("pebr_stage2", "| accuracy | 0.9 |"),  # a name only: weights of the installed preset
+        ("no_such_preset", "Its weights are not recorded"),  # an unknown name: said, not invented
+        (
+            {"name": "pebr_stage2", "weights": {"accuracy": 1.0}},
+            "| accuracy | 1 |",
+        ),  # the report's own weights win
+    ],
+)
+def test_preset_weights_come_from_the_report_or_the_installed_presets(monkeypatch, preset, expected):
+    import types
+
+    # stand-in for rewards.presets (its get_preset(name).weights contract), so the test does not
+    # depend on which presets a build ships
+    monkeypatch.setitem(sys.modules, "rewards.presets", types.SimpleNamespace(get_preset=_fake_get_preset))
+    _, body = parse_card(render_card({"preset": preset, "counts": {"easy": 1}}, _report()))
+    assert expected in body
