@@ -284,3 +284,27 @@ def test_push_refuses_to_run_offline(tmp_path, capsys):
     fx = make_splits_dir(tmp_path / "run")
     assert run(["curate", "push", "--splits", str(fx.splits_dir), "--repo-id", REPO]) == 2
     assert "HF_HUB_OFFLINE is set" in " ".join(capsys.readouterr().err.split())
+
+
+def test_local_hub_lfs_upload_checks_content_and_reads_chunked_bodies(hub):
+    import hashlib
+
+    create = json.dumps({"name": "l", "organization": "pebr-org", "type": "dataset"}).encode()
+    assert _request(f"{hub.url}/api/repos/create", WRITE_TOKEN, "POST", create)[0] == 200
+    data = b"\x00binary" * 1000
+    oid = hashlib.sha256(data).hexdigest()
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}]}
+    url = f"{hub.url}/datasets/pebr-org/l.git/info/lfs/objects/batch"
+    _, _, body = _request(url, WRITE_TOKEN, "POST", json.dumps(batch).encode())
+    href = json.loads(body)["objects"][0]["actions"]["upload"]["href"]
+    # wrong content for the announced oid: refused (the ticket is spent; ask the batch API again)
+    assert _request(href, method="PUT", data=b"other")[0] == 400
+    _, _, body = _request(url, WRITE_TOKEN, "POST", json.dumps(batch).encode())
+    href = json.loads(body)["objects"][0]["actions"]["upload"]["href"]
+    # an iterable body goes out with Transfer-Encoding: chunked
+    chunks = iter([data[:3000], data[3000:]])
+    assert _request(href, method="PUT", data=chunks, headers={"Transfer-Encoding": "chunked"})[0] == 200
+    assert hub.lfs[oid] == data
+    # once stored, the batch API says there is nothing to send
+    _, _, body = _request(url, WRITE_TOKEN, "POST", json.dumps(batch).encode())
+    assert "actions" not in json.loads(body)["objects"][0]
