@@ -53,6 +53,8 @@ def client_env(hub: LocalHub, home: Path, token: str | None) -> dict[str, str]:
         HF_HUB_DISABLE_XET="1",
         HF_HOME=str(home),  # no saved login or cache of the machine is used
         HF_HUB_DISABLE_TELEMETRY="1",
+        # datasets pings an S3 URL to count downloads; nothing may leave this machine
+        HF_UPDATE_DOWNLOAD_COUNTS="0",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         HF_DATASETS_DISABLE_PROGRESS_BARS="1",
         NO_PROXY="127.0.0.1,localhost",
@@ -84,6 +86,10 @@ LOADER = """
 import json, sys
 import datasets
 from datasets.exceptions import DatasetNotFoundError
+# The Hub's dataset viewer is a separate service at datasets-server.<endpoint host>; the test
+# double does not provide it, and asking for it would mean a DNS lookup of a name that is not
+# on this machine. Users of the real Hub keep the default.
+datasets.config.USE_PARQUET_EXPORT = False
 revision = sys.argv[1] if len(sys.argv) > 1 else None
 out = {}
 try:  # without a token, a private dataset is invisible (asked first: the home's cache is still empty)
