@@ -131,7 +131,8 @@ def test_where_boxes_are_read(response, scope, expected):
 
 def test_invalid_boxes_are_not_repaired():
     reversed_box, zero_area = parse_boxes("[30, 40, 10, 20] [10, 10, 10, 20]", (W, H))
-    assert not reversed_box.valid and not zero_area.valid
+    assert not reversed_box.valid
+    assert not zero_area.valid
     # a reversed copy of the gold box earns nothing, and it dilutes a right box next to it
     assert iou_reward("[30, 40, 10, 20]", [[10, 20, 30, 40]], (W, H)) == 0.0
     assert iou_reward("[10, 20, 30, 40] [30, 40, 10, 20]", [[10, 20, 30, 40]], (W, H)) == pytest.approx(0.5)
@@ -243,7 +244,8 @@ def test_score_grounding_explains_itself():
     )
     assert (res.n_pred, res.n_gold, res.n_invalid) == (2, 1, 1)
     assert res.ious == pytest.approx((1.0, 0.0))
-    assert res.best_iou == 1.0 and res.scope == "answer_block"
+    assert res.best_iou == 1.0
+    assert res.scope == "answer_block"
     assert res.reward == pytest.approx(0.5)
 
 
