@@ -130,6 +130,7 @@ class ProbeReport:
     flagged: bool
     reason: str = ""
     errors: list[str] = field(default_factory=list)
+    n_not_applicable: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,25 +158,34 @@ class AuditReport:
 
 def _summarise(name, results: Sequence[RewardResult | ScoreError], threshold: float) -> ProbeReport:
     ok = [r for r in results if isinstance(r, RewardResult)]
-    errors = [f"{e.uid}: {e.error}" for e in results if isinstance(e, ScoreError)]
+    # Records the preset has nothing to reward on are not scored, so they are not a hack.
+    n_na = sum(1 for e in results if isinstance(e, ScoreError) and e.not_applicable)
+    errors = [f"{e.uid}: {e.error}" for e in results if isinstance(e, ScoreError) and not e.not_applicable]
     totals = [r.total for r in ok]
     comps: dict[str, float | None] = {}
     for key in ok[0].components if ok else []:
         vals = [r.components[key] for r in ok if r.components.get(key) is not None]
         comps[key] = sum(vals) / len(vals) if vals else None
     mean = sum(totals) / len(totals) if totals else 0.0
+    reasons = []
+    if mean > threshold:
+        reasons.append(f"mean reward {mean:.3f} > {threshold:g}")
+    if errors:
+        reasons.append(f"{len(errors)} scoring errors")
+    if not ok and not errors:
+        reasons.append("no sample record applies to this preset")
     return ProbeReport(
         name=name,
         mean=mean,
         max=max(totals, default=0.0),
-        n=len(results),
+        n=len(ok),
         n_correct=sum(1 for r in ok if r.correct),
         component_means=comps,
         threshold=threshold,
-        flagged=mean > threshold or bool(errors),
-        reason=(f"mean reward {mean:.3f} > {threshold:g}" if mean > threshold else "")
-        + ("; scoring errors" if errors else ""),
+        flagged=bool(reasons),
+        reason="; ".join(reasons),
         errors=errors,
+        n_not_applicable=n_na,
     )
 
 

@@ -152,27 +152,21 @@ def audit(
     )
     comps = list(chosen.weights)
     table = Table(title=f"reward-hack audit of {preset} on {report.n_records} records")
-    for col in ("probe", "mean", "max", "correct", *comps, "verdict"):
-        table.add_column(col, justify="left" if col in ("probe", "verdict") else "right")
+    table.add_column("probe", no_wrap=True)
+    for col in ("mean", "max", "correct", "n/a", *comps):
+        table.add_column(col, justify="right")
+    table.add_column("verdict", no_wrap=True)
 
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     for p in [*report.probes, report.control]:
         verdict = (
-            "[dim]control[/]"
-            if p is report.control
-            else f"[red]FAIL[/] {p.reason}"
-            if p.flagged
-            else "[green]ok[/]"
+            "[dim]control[/]" if p is report.control else "[red]FAIL[/]" if p.flagged else "[green]ok[/]"
         )
+        cells = (fmt(p.component_means.get(c)) for c in comps)
         table.add_row(
-            p.name,
-            fmt(p.mean),
-            fmt(p.max),
-            f"{p.n_correct}/{p.n}",
-            *(fmt(p.component_means.get(c)) for c in comps),
-            verdict,
+            p.name, fmt(p.mean), fmt(p.max), f"{p.n_correct}/{p.n}", str(p.n_not_applicable), *cells, verdict
         )
     console = Console()
     console.print(table)
@@ -181,6 +175,11 @@ def audit(
         out.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
         console.print(f"report -> {out}")
     if report.failed:
+        for p in report.probes:
+            if p.flagged:
+                console.print(f"[red]FAIL[/] {p.name}: {p.reason}", highlight=False)
+                for err in p.errors[:3]:
+                    console.print(f"  {err}", highlight=False)
         console.print(f"[red]hacks that earn reward:[/] {', '.join(report.failed)}", highlight=False)
         raise typer.Exit(1)
 

@@ -5,7 +5,7 @@ import pickle
 import pytest
 
 from rewards.alignment import CLIP_ENV
-from rewards.presets import RewardResult, ScoreError, get_preset, list_presets
+from rewards.presets import NotApplicableError, RewardResult, ScoreError, get_preset, list_presets
 from rewards.samples import sample_records
 from rewards.sections import render_sections
 
@@ -17,7 +17,9 @@ def _no_clip_env(monkeypatch):
 
 def _lexical(name: str, **more):
     """A preset with the lexical similarity, so results do not depend on the optional embedder."""
-    return get_preset(name, {"alignment.similarity": "lexical", "accuracy.caption_similarity": "lexical", **more})
+    return get_preset(
+        name, {"alignment.similarity": "lexical", "accuracy.caption_similarity": "lexical", **more}
+    )
 
 
 CAPTION = "A red circle in the upper left and a blue square in the lower right."
@@ -85,14 +87,40 @@ def test_not_applicable_component_renormalises():
     assert result.total == pytest.approx(1.0)
     assert result.details["applicable_weight"] == pytest.approx(0.6)
     assert result.details["renormalised"] is True
-    bad = preset.score(render_sections(CAPTION, "r", ["s"], "x").replace("### Step 1:", ""), record, n_tokens=10)
+    bad = preset.score(
+        render_sections(CAPTION, "r", ["s"], "x").replace("### Step 1:", ""), record, n_tokens=10
+    )
     assert bad.total == pytest.approx((0.4 * 1.0 + 0.1 * 0.0 + 0.1 * 1.0) / 0.6)
 
 
-def test_no_applicable_component_is_an_error():
+def test_record_without_content_components_is_not_applicable():
     preset = get_preset("pebr_sample")
-    with pytest.raises(ValueError, match=r"'x'.*no component.*accuracy: record has no gold answer"):
+    with pytest.raises(
+        NotApplicableError, match=r"'x'.*needs one of \['accuracy'\].*record has no gold answer"
+    ):
         preset.score("anything", {"uid": "x", "task": "count", "answer": ""})
+    # stage 1 on a record with neither key words nor a reference caption: format and length alone
+    # would renormalise an empty response to 0.5, so the record is not scored
+    stage1 = _lexical("pebr_stage1")
+    with pytest.raises(NotApplicableError, match=r"needs one of \['alignment', 'keywords'\]"):
+        stage1.score("", {"uid": "y", "task": "count", "answer": "3"})
+    (res,) = stage1.score_batch([""], [{"uid": "y", "task": "count", "answer": "3"}], on_error="collect")
+    assert isinstance(res, ScoreError)
+    assert res.not_applicable is True
+
+
+def test_no_applicable_component_without_requirement_is_an_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("p:\n  components:\n    keywords: {weight: 1.0}\n")
+    with pytest.raises(ValueError, match=r"'z'.*no component.*keywords: record has no key_words"):
+        get_preset("p", path=path).score("x", {"uid": "z"})
+
+
+def test_require_one_of_must_name_components(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("p:\n  require_one_of: [accuracy]\n  components:\n    format: {weight: 1.0}\n")
+    with pytest.raises(ValueError, match=r"require_one_of names \['accuracy'\]"):
+        get_preset("p", path=path)
 
 
 def test_length_uses_caller_tokens_or_documented_approximation():
@@ -143,7 +171,9 @@ def test_presets_file_missing_weight(tmp_path):
     path.write_text("mine:\n  components:\n    format: {style: sections}\n")
     with pytest.raises(ValueError, match="needs a 'weight'"):
         get_preset("mine", path=path)
-    path.write_text("mine:\n  components:\n    format: {weight: 2.0}\n    length: {weight: 1.0, max_tokens: 4}\n")
+    path.write_text(
+        "mine:\n  components:\n    format: {weight: 2.0}\n    length: {weight: 1.0, max_tokens: 4}\n"
+    )
     preset = get_preset("mine", path=path)
     # weights need not sum to 1: the total keeps their scale
     assert preset.score("### Image Description: x", {"uid": "u"}, n_tokens=8).total == pytest.approx(0.5)
