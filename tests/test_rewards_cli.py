@@ -86,36 +86,26 @@ def test_score_parquet_joined_with_records_and_workers(tmp_path):
     )
     src, out = tmp_path / "rollouts.parquet", tmp_path / "scored.parquet"
     pq.write_table(rollouts, src)
-    argv = [
-        "rewards",
-        "score",
-        "-p",
-        "pebr_stage1",
-        "-i",
-        str(src),
-        "-o",
-        str(out),
-        "--data",
-        str(data),
-        *LEXICAL,
-    ]
-    assert run([*argv, "--workers", "2"]) == 0
+    base = ["rewards", "score", "-i", str(src), "-o", str(out), "--data", str(data)]
+    assert run([*base, "-p", "pebr_stage2", *LEXICAL[2:], "--workers", "2"]) == 0
     table = pq.read_table(out).to_pylist()
     assert [r["uid"] for r in table] == ["cap", "cap", "grd", "grd"]
-    assert {
-        "reward_total",
-        "reward_alignment",
-        "reward_keywords",
-        "reward_format",
-        "reward_length",
-        "correct",
-    } <= set(table[0])
-    assert table[0]["reward_total"] == pytest.approx(1.0)
+    assert {"reward_total", "reward_accuracy", "reward_format", "correct", "error"} <= set(table[0])
+    # caption accuracy is the lexical similarity to the reference (a longer paraphrase here)
+    assert table[0]["reward_total"] == pytest.approx(0.9 * table[0]["reward_accuracy"] + 0.1)
+    assert table[0]["reward_accuracy"] > 0.7
+    assert table[0]["correct"] is True
     assert table[1]["reward_total"] < 0.3
-    assert table[2]["reward_keywords"] is None  # no key words on the grounding record
-    assert table[2]["reward_length"] == 0.5  # response_length 1024
+    assert table[2]["reward_format"] == 0.0
     assert table[2]["correct"] is True
     assert table[3]["correct"] is False
+    # stage 1 has nothing to reward on the grounding record: reported, not paid for brevity
+    assert run([*base, "-p", "pebr_stage1", *LEXICAL]) == 1
+    table = pq.read_table(out).to_pylist()
+    assert table[0]["reward_total"] == pytest.approx(1.0)
+    assert table[1]["reward_length"] == 1.0  # response_length 100
+    assert "needs one of ['alignment', 'keywords']" in table[2]["error"]
+    assert table[2]["reward_total"] is None
 
 
 def test_bad_rows_are_reported_not_dropped(tmp_path, capsys):
