@@ -153,7 +153,7 @@ def audit(
     comps = list(chosen.weights)
     table = Table(title=f"reward-hack audit of {preset} on {report.n_records} records")
     table.add_column("probe", no_wrap=True)
-    for col in ("mean", "max", "correct", "n/a", *comps):
+    for col in ("mean", "max", "worst task", "correct", "n/a", *comps):
         table.add_column(col, justify="right")
     table.add_column("verdict", no_wrap=True)
 
@@ -165,9 +165,10 @@ def audit(
             "[dim]control[/]" if p is report.control else "[red]FAIL[/]" if p.flagged else "[green]ok[/]"
         )
         cells = (fmt(p.component_means.get(c)) for c in comps)
-        table.add_row(
-            p.name, fmt(p.mean), fmt(p.max), f"{p.n_correct}/{p.n}", str(p.n_not_applicable), *cells, verdict
-        )
+        worst = max(p.task_means.items(), key=lambda kv: kv[1], default=None)
+        worst_cell = f"{worst[0]} {worst[1]:.2f}" if worst else "-"
+        counts = (f"{p.n_correct}/{p.n}", str(p.n_not_applicable))
+        table.add_row(p.name, fmt(p.mean), fmt(p.max), worst_cell, *counts, *cells, verdict)
     console = Console()
     console.print(table)
     if out is not None:
