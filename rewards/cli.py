@@ -196,8 +196,12 @@ def grade(
     """Grade one response against a gold answer and print what was extracted and how."""
     from rich.console import Console
 
+    from rewards.accuracy import accuracy
     from rewards.math import grade as grade_fn
 
-    result = grade_fn(response, gold, choices=choices or None)
+    if choices:  # option letters A.. for the given options; the gold may be a letter or an option
+        result = accuracy(response, {"task": "multiple_choice", "answer": gold, "choices": choices})
+    else:
+        result = grade_fn(response, gold)
     Console().print(result)
     raise typer.Exit(0 if result.correct else 1)

@@ -238,3 +238,26 @@ def test_list_presets(capsys):
     out = capsys.readouterr().out
     assert "pebr_stage1" in out
     assert "pebr_stage2" in out
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "extra", "rc"),
+    [
+        ("### The final answer is: 3", "3", [], 0),  # right: exit 0
+        ("### The final answer is: 4", "3", [], 1),  # wrong: exit 1
+        ("### The final answer is: B", "B", ["--choice", "A", "--choice", "B"], 0),  # option letter
+    ],
+)
+def test_grade_command(response, gold, extra, rc, capsys):
+    assert run(["rewards", "grade", response, gold, *extra]) == rc
+    assert "extracted" in capsys.readouterr().out
+
+
+def test_set_values_are_yaml(tmp_path):
+    src, out = tmp_path / "r.jsonl", tmp_path / "o.jsonl"
+    write_rows([{"uid": "a", "response": "x", "task": "count", "answer": "3"}], src)
+    argv = ["rewards", "score", "-p", "pebr_stage2", "-i", str(src), "-o", str(out)]
+    assert run([*argv, "--set", "format={weight: 0.5, style: think_answer}"]) == 0
+    row = json.loads(out.read_text())
+    assert json.loads(row["reward_details"])["components"]["format"]["style"] == "think_answer"
+    assert run([*argv, "--set", "format.colour=red"]) == 2
