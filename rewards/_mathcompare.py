@@ -30,6 +30,7 @@ _POINT_BASE = (Fraction(7, 5), Fraction(23, 9), Fraction(-13, 11), Fraction(5, 1
 # Points for the linearity test of one-variable relations (h(t) = a t + b at all of them).
 _LINE_POINTS = (Fraction(1), Fraction(2), Fraction(3), Fraction(7, 3), Fraction(-97, 61))
 MIN_VALID_POINTS = 2
+_INFINITIES = {("inf",): 1, ("neg", ("inf",)): -1}
 
 
 # -- answer kinds ----------------------------------------------------------------------------
@@ -202,6 +203,9 @@ class Comparator:
             if "in" in ops:
                 raise EvalError("unsupported use of \\in")
             return Relation(ops, items, free_vars(node))
+        if node in _INFINITIES:
+            # a limit or sum can be infinite: infinity equals only the same infinity
+            return Scalar(node, frozenset(), (_INFINITIES[node] * self.ev.ctx.inf, False))
         vars_ = free_vars(node)
         value = alt = None
         if not vars_:
@@ -485,6 +489,10 @@ class Comparator:
             if pred.var != var:
                 return False
             pred_set = pred.intervals
+        elif isinstance(pred, Seq) and len(pred.items) == 2:
+            pred_set = self._seq_as_interval(pred)  # [1, 5] for 1 <= x <= 5
+            if pred_set is None:
+                return False
         else:
             return False
         if gold_set is not None and pred_set is not None:
@@ -579,6 +587,8 @@ class Comparator:
             return None
 
     def seq_equal(self, pred: Meaning, gold: Seq) -> bool:
+        if isinstance(pred, Membership):
+            pred = pred.intervals  # x \in [1, 5] for [1, 5]
         if isinstance(pred, Intervals) and len(gold.items) == 2:
             as_interval = self._seq_as_interval(gold)
             return as_interval is not None and self.intervals_equal(pred, as_interval)

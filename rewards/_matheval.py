@@ -335,6 +335,9 @@ class Evaluator:
         side came from a decimal literal."""
         p, xp = pred
         g, xg = gold
+        p_inf = not isinstance(p, Fraction) and self.ctx.isinf(p)
+        if p_inf or (not isinstance(g, Fraction) and self.ctx.isinf(g)):
+            return p_inf and p == g
         if xp or xg:
             if isinstance(p, Fraction) and isinstance(g, Fraction):
                 return abs(p - g) <= rel_tol * abs(g)

@@ -173,8 +173,12 @@ def _is_unit(tokens: list[Token], k: int) -> bool:
         return True
     if t.kind == WORD:
         return t.value in KNOWN_UNITS or t.value.lower() in KNOWN_UNITS or (len(t.value) >= 4 and t.space)
-    if t.kind == VAR and t.value in LETTER_UNITS and t.space and k > 0:
-        return tokens[k - 1].kind in (NUM, RP, RG, DEG, PERCENT)
+    if t.kind == VAR and t.value in LETTER_UNITS and k > 0:
+        before = tokens[k - 1]
+        if t.space and before.kind in (NUM, RP, RG, DEG, PERCENT):
+            return True  # "5 m"
+        # the second unit of "m/s", "km/h"
+        return before.kind == OP and before.value in ("/", "*") and k > 1 and _is_unit(tokens, k - 2)
     return False
 
 
