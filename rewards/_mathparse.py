@@ -435,10 +435,15 @@ class Parser:
         return 0
 
     def _postfix_ops(self, node: Node) -> Node:
+        applied = 0
         while True:
             t = self.peek()
             if t is None:
                 return node
+            applied += 1
+            if applied > self.max_depth:
+                # "3!!!!..." or "5%%%%..." nests the tree as deeply as brackets do
+                raise ParseError(f"more than {self.max_depth} postfix operators")
             deg = self._degree_follows()
             if deg:
                 self.pos += deg

@@ -336,6 +336,10 @@ def _grade_math(pred: str, gold: _Gold, opts: GradeOptions, deadline: float) -> 
     symbolic = _symbolic_callback(opts, deadline) if opts.symbolic else None
     cmp = Comparator(ev, opts.rel_tol, symbolic)
     method = METHODS[type(gold.meaning)]
+    if isinstance(gold.meaning, Scalar) and gold.meaning.vars:
+        method = "symbolic"
+    elif isinstance(gold.meaning, Relation) and not all(op == "=" for op in gold.meaning.ops):
+        method = "interval"
     try:
         meaning = cmp.meaning(node)
         correct = cmp.equal(meaning, gold.meaning)
@@ -343,16 +347,17 @@ def _grade_math(pred: str, gold: _Gold, opts: GradeOptions, deadline: float) -> 
         return Grade(
             False, pred, method, error=str(exc), gold_parsed=_describe(gold.node), pred_parsed=_describe(node)
         )
-    if isinstance(gold.meaning, Scalar) and gold.meaning.vars:
-        method = "symbolic"
-    elif isinstance(gold.meaning, Relation) and not all(op == "=" for op in gold.meaning.ops):
-        method = "interval"
     if cmp.used_symbolic and method == "numeric":
         method = "symbolic"
     return Grade(correct, pred, method, gold_parsed=_describe(gold.node), pred_parsed=_describe(node))
 
 
 def _grade_text(pred: str, gold: _Gold, opts: GradeOptions, deadline: float) -> Grade:
+    if len(pred) > opts.max_length:
+        # before any pattern is run on it: a 1 MB answer costs one length check
+        return Grade(
+            False, pred[:100] + "...", "none", error=f"answer longer than {opts.max_length} characters"
+        )
     if gold.kind == "choice":
         letter, why = _choice_letter(pred, opts.choices)
         return Grade(
@@ -362,10 +367,6 @@ def _grade_text(pred: str, gold: _Gold, opts: GradeOptions, deadline: float) -> 
             error=why,
             gold_parsed=gold.letter,
             pred_parsed=letter,
-        )
-    if len(pred) > opts.max_length:
-        return Grade(
-            False, pred[:100] + "...", "none", error=f"answer longer than {opts.max_length} characters"
         )
     if gold.kind == "math":
         return _grade_math(pred, gold, opts, deadline)
