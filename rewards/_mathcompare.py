@@ -30,6 +30,8 @@ _POINT_BASE = (Fraction(7, 5), Fraction(23, 9), Fraction(-13, 11), Fraction(5, 1
 # Points for the linearity test of one-variable relations (h(t) = a t + b at all of them).
 _LINE_POINTS = (Fraction(1), Fraction(2), Fraction(3), Fraction(7, 3), Fraction(-97, 61))
 MIN_VALID_POINTS = 2
+#: sets up to this size are matched pairwise (any kind of element); larger sets of numbers by sorting
+_GREEDY_MATCH_MAX = 32
 _INFINITIES = {("inf",): 1, ("neg", ("inf",)): -1}
 
 
@@ -634,6 +636,15 @@ class Comparator:
             return False
         if len(pred_items) != len(gold_items):
             return False
+        if (
+            len(gold_items) > _GREEDY_MATCH_MAX
+            and self._all_numbers(gold_items)
+            and self._all_numbers(pred_items)
+        ):
+            # large sets of numbers: sort both by value and compare in pairs (n log n, not n^2)
+            ordered_g = sorted(gold_items, key=self._sort_key)
+            ordered_p = sorted(pred_items, key=self._sort_key)
+            return all(self.scalar_equal(p, g) for p, g in zip(ordered_p, ordered_g, strict=True))
         unmatched = list(pred_items)
         for g in gold_items:
             for i, p in enumerate(unmatched):
@@ -643,6 +654,14 @@ class Comparator:
             else:
                 return False
         return not unmatched
+
+    @staticmethod
+    def _all_numbers(items: tuple) -> bool:
+        return all(isinstance(m, Scalar) and m.value is not None for m in items)
+
+    def _sort_key(self, m: Scalar) -> tuple[float, float]:
+        z = complex(self.ev.to_mp(m.value[0]))
+        return (z.real, z.imag)
 
     def matrix_equal(self, pred: Meaning, gold: Matrix) -> bool:
         if isinstance(pred, Seq):
