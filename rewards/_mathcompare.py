@@ -331,7 +331,9 @@ class Comparator:
         valid = gold_defined = 0
         for k in range(self.n_points):
             g = self._at(gold, k, names)
-            if g is None:
+            if g is None or isinstance(g[0], self.ev.ctx.mpc):
+                # outside the gold's real domain (2\ln x at x < 0): answers only need to agree
+                # where the gold has a real value, so \ln(x^2) is accepted for 2\ln x
                 continue
             gold_defined += 1
             try:

@@ -269,7 +269,15 @@ _MC_PRED = re.compile(
     r"\(?([A-Za-z])\)?(?:\s*[.):]\s*(.*)|\s*)",
     re.IGNORECASE | re.DOTALL,
 )
-_OTHER_OPTION = re.compile(r"(?:^|[\s,;/&])(?:or|and)\s|\([A-Za-z]\)|(?:^|\s)[A-Z][.)](?:\s|$)")
+# After "B) ...": another option named ("or C", "and (D)", "(C)", " C."); option text itself may
+# contain "and" ("B) 3 and 4").
+_OTHER_OPTION = re.compile(
+    r"(?:^|[\s,;/&])(?:or|and)\s+\(?[A-Z]\)?(?=[.):,\s]|$)|\([A-Za-z]\)|(?:^|\s)[A-Z][.)](?:\s|$)"
+)
+
+
+_OR_WORD = re.compile(r"(?:^|[\s,;/&])or\b", re.IGNORECASE)
+_LONE_LETTER = re.compile(r"(?:^|[\s(])[A-Z](?=[.):,\s]|$)")
 
 
 def _choice_letter(pred: str, choices: str | None) -> tuple[str | None, str | None]:
@@ -282,6 +290,9 @@ def _choice_letter(pred: str, choices: str | None) -> tuple[str | None, str | No
     rest = m.group(2) or ""
     if _OTHER_OPTION.search(rest):
         return None, "names more than one option"
+    hedge = _OR_WORD.search(rest)
+    if hedge and _LONE_LETTER.search(rest, hedge.end()):
+        return None, "names more than one option"  # "B) 12, or maybe C"
     if choices is not None and letter not in choices:
         return None, f"option {letter} is not among {choices}"
     return letter, None
