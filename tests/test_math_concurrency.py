@@ -127,3 +127,17 @@ def test_threads_share_gold_cache_safely(threads: int) -> None:
     with ThreadPoolExecutor(max_workers=threads) as ex:
         results = list(ex.map(lambda p: grade_extracted(p, gold).correct, preds * 20))
     assert results == expected * 20
+
+
+def test_gold_cached_by_one_thread_is_read_correctly_by_another() -> None:
+    # Each thread has its own mpmath context; a gold's values cached by one thread (complex at
+    # x < 0 for 2\ln x) must be recognised as complex in another thread too.
+    import rewards.math as rm
+
+    rm._prepare_gold.cache_clear()
+    assert grade_extracted("\\ln(x^2)", "2\\ln x").correct
+    out: list[bool] = []
+    t = threading.Thread(target=lambda: out.append(grade_extracted("\\ln(x^2)", "2\\ln x").correct))
+    t.start()
+    t.join(10)
+    assert out == [True]
