@@ -282,6 +282,7 @@ class Comparator:
         # insertion sort by lower endpoint (few parts; avoids a key function over mixed types)
         ordered: list = []
         for p in parts:
+            self.ev.tick()  # up to max_elements parts: quadratic, so it watches the deadline
             k = len(ordered)
             while k > 0 and self._less(p[0], ordered[k - 1][0]):
                 k -= 1
@@ -748,6 +749,8 @@ def _intervals_node(iv: Intervals) -> Node:
         if e[0] == -1:
             return ("neg", ("inf",))
         v = e[1][0]
+        if isinstance(v, Fraction) and max(v.numerator.bit_length(), v.denominator.bit_length()) > 12_000:
+            raise EvalError("interval endpoint too large")  # str() of it would exceed 4300 digits
         if isinstance(v, Fraction):
             return (
                 "mul",

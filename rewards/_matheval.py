@@ -41,6 +41,7 @@ _MAX_TRIG_ARG_BITS = 256
 _MAX_EXP_ARG = 1 << 20
 _PERIODIC = frozenset({"sin", "cos", "tan", "cot", "sec", "csc", "sinh", "cosh", "tanh"})
 _MAX_EXACT_LOG_BITS = 20_000
+_MAX_LITERAL_DIGITS = 4_000
 
 
 class EvalError(ValueError):
@@ -236,6 +237,9 @@ class Evaluator:
     # -- the tree ----------------------------------------------------------------------------
     def number(self, node: tuple) -> tuple[object, bool]:
         digits, frac, exp = node[1], node[2], node[3]
+        if len(digits) + len(frac) > _MAX_LITERAL_DIGITS:
+            # also keeps int() under Python's limit on decimal string conversion (4300 digits)
+            raise EvalError("number literal too long")
         mantissa = Fraction(int(digits + frac), 10 ** len(frac)) if frac else Fraction(int(digits))
         if exp:
             if abs(exp) * 4 > self.lim.max_int_bits:

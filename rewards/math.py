@@ -6,30 +6,42 @@ True
 >>> g.correct, g.error
 (False, 'number too large')
 
-Which answer counts: see :mod:`rewards.extract` (last ``<answer>`` block, else last ``\\boxed{}``,
-else the text after the last anchor, else a short whole response).
+Which answer counts: see :mod:`rewards.extract` (last ``<answer>`` block; in PeBR's layout the
+``### The final answer is:`` section; else the last ``\\boxed{}``; else the text after the last
+anchor; else a short whole response). :func:`grade_extracted` skips extraction.
 
 What "equal" means (the gold decides the kind of comparison):
 
 - multiple choice: a gold that is one option letter (``B``, ``(B)``) is graded by letter: ``B``,
   ``(B)``, ``B.``, ``B) 12``, ``**B**``, ``Option B``, lower-case ``b`` all name B; naming
-  several options (``A or B``, ``AB``, ``B, C``) is wrong. ``choices`` restricts the letters.
+  several options (``A or B``, ``AB``, ``B, C``, ``B) 12 or C) 13``) is wrong. ``choices``
+  restricts the letters.
 - text: a gold made of words only (``red``, ``yes``, ``counterclockwise``) is compared
   case-insensitively after removing ``\\text{}``, punctuation at the ends, and one leading
   article (``the``, ``a``, ``an``); no synonyms and no partial matches: ``the red one`` is not
-  ``red`` and ``counterclockwise`` is not ``clockwise``.
+  ``red`` and ``counterclockwise`` is not ``clockwise``. A gold outside the math grammar that is
+  not plain words (``1:2``) is compared as normalized text (method ``string``) and says why in
+  ``error``.
 - numbers by value: ``2/4`` = ``\\frac12``, ``\\sqrt{18}`` = ``3\\sqrt2``, ``1,000`` =
-  ``1{,}000`` = ``1\\,000`` = ``1000.0``; exact values must be equal, and as soon as one side is
-  a decimal the relative error must be at most ``rel_tol`` (1e-6, never an absolute rounding:
-  ``1.7e-19`` is not ``1.6e-19``, ``1.9999999999`` is ``2``). ``X%`` is X/100; with a gold
-  ``X%`` the bare ``X`` is accepted too. Units, degree signs and currency are ignored
-  (``5 cm`` = ``5``), ``3e8``, ``3 \\times 10^{8}`` and ``4.5 million`` are numbers.
-- expressions with variables: equal values at fixed rational test points (exact where the
-  expressions are rational); free symbols where the gold is a number are wrong.
+  ``1{,}000`` = ``1\\,000`` = ``1000.0`` (a comma followed by exactly three digits, after a
+  first group of 1-3 digits without a leading zero, is a thousands separator; ``(2,100)`` is a
+  pair); exact values must be equal, and as soon as one side is a decimal the relative error
+  (of the gold) must be at most ``rel_tol`` (1e-6, never an absolute rounding: ``1.7e-19`` is
+  not ``1.6e-19``, ``1.9999999999`` is ``2``; a gold of 0 needs exactly 0). ``X%`` is X/100;
+  with a gold ``X%`` the bare ``X`` is accepted too, but a gold without ``%`` is not matched by
+  ``X%``. Units, degree signs, currency and a few leading words (``approximately``, ``there
+  are``, ``the total is``) are ignored (``5 cm`` = ``7 (apples)`` ... = the number); no unit
+  conversion. ``3e8``, ``3 \\times 10^{8}`` and ``4.5 million`` are numbers. ``\\infty``
+  equals only the same infinity. ``\\log`` is the natural logarithm.
+- expressions with variables: equal values at fixed rational test points, exact where the
+  expressions are rational, wherever the gold has a real value (so ``\\ln(x^2)`` is accepted for
+  ``2\\ln x``, but ``\\sqrt{x^2}`` is not ``x``); free symbols where the gold is a number are wrong.
 - sets unordered, tuples ordered; intervals by endpoints and open/closed ends, a union of
   intervals as a set; equations by solution set (``2y = 4x + 2`` = ``y = 2x + 1``; ``x = 3``
-  and ``3`` accept each other); inequalities by solution set (``2 < x`` = ``x > 2``); an
-  interval is accepted for a one-variable inequality gold, not the reverse; matrices element-wise.
+  and ``3`` accept each other; a chain of equalities ``2 + 1 = 3`` counts by its last member);
+  inequalities by solution set (``2 < x`` = ``x > 2``); an interval is accepted for a
+  one-variable inequality gold, not the reverse; ``a \\pm b`` is the set of both values;
+  matrices element-wise (a column or row vector also matches a tuple).
 - not correct, whatever the gold: ``nan``, ``zoo``, ``\\mathbb{R}`` or ``(-\\infty, \\infty)``
   for a number, ``3 \\pm 1`` for one number, a list of candidates containing the gold, an empty
   box, anything the whitelisted grammar does not know.

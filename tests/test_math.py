@@ -497,3 +497,14 @@ def test_gold_is_cached_per_options() -> None:
         grade_extracted("\\frac12", "0.5")
     info = rm._prepare_gold.cache_info()
     assert (info.misses, info.hits) == (1, 4)
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import rewards.extract
+
+    for module in (rm, rewards.extract):
+        result = doctest.testmod(module)
+        assert result.attempted > 0
+        assert result.failed == 0, module.__name__

@@ -237,3 +237,10 @@ def test_time_limit_kills_a_slow_symbolic_comparison() -> None:
     assert elapsed < 0.5
     # the worker was replaced: the next symbolic comparison works
     assert grade_extracted("(-2, 2)", "x^2 < 4").correct
+
+
+def test_long_literals_respect_python_int_limit() -> None:
+    # Python refuses int() of more than 4300 digits; a raised max_length must not turn that into
+    # an internal error
+    g = grade_extracted("1" * 5000, "3", max_length=10_000)
+    assert (g.correct, g.error) == (False, "number literal too long")
