@@ -115,8 +115,8 @@ class GradeOptions:
         choices: option letters allowed for multiple choice (e.g. ``"ABCD"``); ``None``: any
             single letter A-Z (inferred from the gold being one letter).
         symbolic: allow the sympy worker for what the inline path cannot decide.
-        worker_start_timeout_s: time allowed for starting a worker (sympy import), not charged
-            to ``timeout_s``.
+        worker_start_timeout_s: time allowed for the first start of the sympy worker in a process
+            (about a second, once); it is not charged to ``timeout_s``. Later restarts are.
         extract: where to find the answer in a response (:class:`rewards.extract.ExtractOptions`).
     """
 
@@ -334,7 +334,7 @@ def _symbolic_callback(opts: GradeOptions, deadline: float):
         if remaining <= 0:
             raise GradeTimeout
         try:
-            answer = pool().call(request, remaining)
+            answer = pool().call(request, remaining, opts.worker_start_timeout_s)
         except WorkerTimeout:
             raise GradeTimeout from None
         except WorkerUnavailable as exc:
@@ -422,6 +422,19 @@ def grade(response: str, gold: str, options: GradeOptions | None = None, **overr
     return _grade(response, gold, _resolve(options, overrides), source=None, extracted=False)
 
 
+def warm_up(options: GradeOptions | None = None) -> None:
+    """Start this process's sympy worker now (about a second), so that the first symbolic grade
+    does not wait for it. Optional: without it the first symbolic grade starts the worker.
+    Raises :class:`RuntimeError` when the worker cannot be started."""
+    from rewards._symworker import WorkerTimeout, WorkerUnavailable, pool
+
+    opts = options if options is not None else DEFAULT_OPTIONS
+    try:
+        pool().call({"op": "ping"}, opts.timeout_s, opts.worker_start_timeout_s)
+    except (WorkerTimeout, WorkerUnavailable, OSError) as exc:
+        raise RuntimeError(f"could not start the symbolic worker: {exc!r}") from exc
+
+
 def is_correct(response: str, gold: str, options: GradeOptions | None = None, **overrides: object) -> bool:
     """``grade(...).correct``."""
     return grade(response, gold, options, **overrides).correct
@@ -475,4 +488,5 @@ __all__ = [
     "grade",
     "grade_extracted",
     "is_correct",
+    "warm_up",
 ]
