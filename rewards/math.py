@@ -423,14 +423,16 @@ def grade(response: str, gold: str, options: GradeOptions | None = None, **overr
 
 
 def warm_up(options: GradeOptions | None = None) -> None:
-    """Start this process's sympy worker now (about a second), so that the first symbolic grade
-    does not wait for it. Optional: without it the first symbolic grade starts the worker.
+    """Start this process's sympy worker now (about a second), or wait until a restarting one is
+    ready, so that the next symbolic grade does not wait for it. Optional: without it the first
+    symbolic grade starts the worker.
     Raises :class:`RuntimeError` when the worker cannot be started."""
     from rewards._symworker import WorkerTimeout, WorkerUnavailable, pool
 
     opts = options if options is not None else DEFAULT_OPTIONS
     try:
-        pool().call({"op": "ping"}, opts.timeout_s, opts.worker_start_timeout_s)
+        # waits for a (re)starting worker as long as a first start may take
+        pool().call({"op": "ping"}, opts.worker_start_timeout_s, opts.worker_start_timeout_s)
     except (WorkerTimeout, WorkerUnavailable, OSError) as exc:
         raise RuntimeError(f"could not start the symbolic worker: {exc!r}") from exc
 
