@@ -462,16 +462,16 @@ class _Lexer:
                     _, self.i = self._braced(j2)
             self.emit(ENV_BEGIN if name == "begin" else ENV_END, env)
             return
+        if name in SIMPLE_COMMANDS:
+            kind, value = SIMPLE_COMMANDS[name]
+            if kind is not None:
+                self.emit(kind, value)
+            return
         if name in FUNCTIONS:
             self.emit(FUNC, FUNCTIONS[name])
             return
         if name in GREEK:
             self.emit(VAR, name)
-            return
-        if name in SIMPLE_COMMANDS:
-            kind, value = SIMPLE_COMMANDS[name]
-            if kind is not None:
-                self.emit(kind, value)
             return
         raise ParseError(f"unsupported command \\{name}")
 

@@ -155,11 +155,29 @@ FILLER_WORDS = frozenset(
         "only",
         "just",
         "is",
+        "are",
+        "was",
         "equals",
         "equal",
         "to",
         "be",
         "total",
+        "there",
+        "it",
+        "we",
+        "get",
+        "gives",
+        "have",
+        "so",
+        "thus",
+        "therefore",
+        "hence",
+        "answer",
+        "final",
+        "the",
+        "of",
+        "value",
+        "result",
     ]
 )
 MATRIX_ENVS = frozenset({"pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix", "array"})
@@ -173,8 +191,12 @@ def _is_unit(tokens: list[Token], k: int) -> bool:
         return True
     if t.kind == WORD:
         return t.value in KNOWN_UNITS or t.value.lower() in KNOWN_UNITS or (len(t.value) >= 4 and t.space)
-    if t.kind == VAR and t.value in LETTER_UNITS and t.space and k > 0:
-        return tokens[k - 1].kind in (NUM, RP, RG, DEG, PERCENT)
+    if t.kind == VAR and t.value in LETTER_UNITS and k > 0:
+        before = tokens[k - 1]
+        if t.space and before.kind in (NUM, RP, RG, DEG, PERCENT):
+            return True  # "5 m"
+        # the second unit of "m/s", "km/h"
+        return before.kind == OP and before.value in ("/", "*") and k > 1 and _is_unit(tokens, k - 2)
     return False
 
 
@@ -216,6 +238,15 @@ def strip_units(tokens: list[Token]) -> tuple[list[Token], bool]:
             and _is_unit(tokens, end - 6)
         ):
             end -= 4
+            continue
+        if (
+            t.kind == RP
+            and end - 3 > start
+            and tokens[end - 3].kind == LP
+            and (tokens[end - 2].kind in (WORD, TEXTWORD) or _is_unit(tokens, end - 2))
+        ):
+            end -= 3  # "7 (apples)"
+            removed = True
             continue
         if (
             removed
@@ -431,10 +462,15 @@ class Parser:
         return 0
 
     def _postfix_ops(self, node: Node) -> Node:
+        applied = 0
         while True:
             t = self.peek()
             if t is None:
                 return node
+            applied += 1
+            if applied > self.max_depth:
+                # "3!!!!..." or "5%%%%..." nests the tree as deeply as brackets do
+                raise ParseError(f"more than {self.max_depth} postfix operators")
             deg = self._degree_follows()
             if deg:
                 self.pos += deg
