@@ -202,7 +202,7 @@ def _tally_line(
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        tally.malformed.append((line_no, f"not JSON: {exc.msg} at column {exc.colno}", _preview(raw)))
+        tally.malformed.append((line_no, f"not JSON ({exc.msg}, column {exc.colno})", _preview(raw)))
         return
     if not isinstance(obj, dict):
         tally.malformed.append(
@@ -625,7 +625,7 @@ def split_pebr(
     )
     _atomic_write(out / REPORT_NAME, json.dumps(report.to_dict(), indent=2, ensure_ascii=False).encode())
     for line in report.summary_lines():
-        log.info(line)
+        log.debug(line)
     return report
 
 
