@@ -64,8 +64,9 @@ class PebrCompatConfig:
     #: The rollout line's id field and the path of its accuracy.
     qid_key: str = "qid"
     accuracy_path: tuple[str, ...] = ("score", "accuracy")
-    #: Threads for the rollout scan.
+    #: Threads for the rollout scan, and the bytes each scan step indexes at once.
     workers: int = 2
+    chunk_bytes: int = 4 << 20
     #: At most this many examples per list in the report (counts are always complete).
     max_listed: int = 1000
 
@@ -135,7 +136,13 @@ def tally_rollouts(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"rollout file {path} does not exist")
-    scan = scan_jsonl(path, key=(config.qid_key,), scalar=config.accuracy_path, workers=config.workers)
+    scan = scan_jsonl(
+        path,
+        key=(config.qid_key,),
+        scalar=config.accuracy_path,
+        workers=config.workers,
+        chunk_bytes=config.chunk_bytes,
+    )
     import polars as pl
 
     tally = RolloutTally(n_lines=scan.n_lines, fast_lines=scan.n_fast, fast_unavailable=scan.fast_unavailable)
@@ -160,7 +167,7 @@ def tally_rollouts(
             ).filter(pl.col("n") > 0)
         )
         for line_no in scan.key_line[~rows_counted].tolist():
-            tally.skipped.append((int(line_no), f"{'.'.join(config.accuracy_path)} is null"))
+            tally.skipped.append((int(line_no), f"no {'.'.join(config.accuracy_path)}"))
     slow: dict[Any, list[int]] = {}
     for line_no, raw in scan.slow_lines:
         # A carriage return splits one physical line into several for the reference (it reads
@@ -323,27 +330,33 @@ class PebrSplitReport:
         return out
 
 
-def _has_float(obj: Any) -> bool:
-    """Whether a decoded JSON value holds a float anywhere (the common shapes fast)."""
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # orjson's integer range
+
+
+def _needs_json(obj: Any) -> bool:
+    """Whether a decoded value holds what orjson writes differently from ``json`` or not at all:
+    a float anywhere, or an integer beyond 64 bits (the common shapes are checked fast)."""
     if type(obj) is dict:
         for v in obj.values():
             t = type(v)
-            if t is str or t is int or t is bool or v is None:
+            if t is str or t is bool or v is None:
+                continue
+            if t is int and _INT_MIN <= v <= _INT_MAX:
                 continue
             if t is list and all(type(x) is str for x in v):
                 continue
-            if _has_float_deep(v):
+            if _needs_json_deep(v):
                 return True
         return False
-    return _has_float_deep(obj)
+    return _needs_json_deep(obj)
 
 
-def _has_float_deep(obj: Any) -> bool:
+def _needs_json_deep(obj: Any) -> bool:
     stack = [obj]
     while stack:
         o = stack.pop()
         t = type(o)
-        if t is float:
+        if t is float or (t is int and not _INT_MIN <= o <= _INT_MAX):
             return True
         if t is dict:
             stack.extend(o.values())
@@ -356,8 +369,8 @@ def _encode(records: list[Any], floats: set[int]) -> bytes:
     """``json.dumps(records, ensure_ascii=False, indent=2)`` as UTF-8 bytes.
 
     orjson writes everything but floats exactly as ``json`` does (strings, escapes, key order,
-    indentation, empty containers: tested); records holding a float (``floats``, by
-    position) go through Python's encoder.
+    indentation, empty containers: tested); records holding a float or a huge integer
+    (``floats``, by position) go through Python's encoder.
     """
     import orjson
 
@@ -587,7 +600,7 @@ def split_pebr(
     outputs, python_encoded = {}, 0
     for b in BUCKETS:
         chosen = [records[i] for i in sel.selected[b]]
-        floats = {k for k, rec in enumerate(chosen) if _has_float(rec)} if exact else set()
+        floats = {k for k, rec in enumerate(chosen) if _needs_json(rec)} if exact else set()
         python_encoded += len(floats)
         target = out / FILE_NAMES[b]
         _atomic_write(target, _encode(chosen, floats))

@@ -187,7 +187,7 @@ class RolloutStore:
             keep.append(i)
         if len(keep) < table.num_rows:
             log.debug("append: %d of %d rows already stored", table.num_rows - len(keep), table.num_rows)
-            table = table.take(keep)
+            table = table.take(pa.array(keep, type=pa.int64()))
         if table.num_rows == 0:
             return None
         path = self._write_shard(table, "part")
