@@ -360,4 +360,15 @@ def test_cli_model_info(tiny_nano_dir, capsys):
 
 def test_cli_model_info_missing_directory(tmp_path, capsys):
     assert run(["model", "info", str(tmp_path / "nope")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+
+
+def test_register_auto_classes_is_idempotent():
+    from transformers import Qwen2_5_VLConfig
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    from trainer.vlm import register_auto_classes
+
+    register_auto_classes()
+    register_auto_classes()
+    assert PROCESSOR_MAPPING[Qwen2_5_VLConfig] is Qwen2_5_VLImageOnlyProcessor

@@ -70,6 +70,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     VIDEO_TOKEN,
 )
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+#: The tokenizer's model_max_length, Qwen2.5-VL's.
+TOKENIZER_MAX_LENGTH = 32768
 
 #: File of the chat template (Qwen2-VL's prompt layout with generation markers).
 CHAT_TEMPLATE_FILE = "qwen_vl_chat_template.jinja"
@@ -462,7 +464,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
         unk_token=None,
-        model_max_length=32768,
+        model_max_length=TOKENIZER_MAX_LENGTH,
     )
     # Registered as special, the rest of Qwen's markers are matched before BPE; otherwise
     # "<|image_pad|>" would be split into characters and the processor could not find images.
