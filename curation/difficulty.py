@@ -269,7 +269,7 @@ def _settings(
     adaptive: AdaptiveConfig | None,
     trust: bool,
 ) -> dict[str, Any]:
-    return {
+    settings = {
         "backend": engine.backend,
         "sampling": asdict(sampling),
         "preset": preset_name,
@@ -277,6 +277,8 @@ def _settings(
         "adaptive": asdict(adaptive) if adaptive else None,
         "replayed_scores": trust,
     }
+    # as stored in run.json (tuples become lists), so a resumed run compares equal
+    return json.loads(json.dumps(settings))
 
 
 @contextlib.contextmanager

@@ -45,7 +45,9 @@ class PatternEngine:
         self.produced = 0
         self.calls: list[int] = []
 
-    def generate(self, requests: Sequence[RolloutRequest], sampling: SamplingParams) -> list[list[GeneratedSample]]:
+    def generate(
+        self, requests: Sequence[RolloutRequest], sampling: SamplingParams
+    ) -> list[list[GeneratedSample]]:
         if self.delay:
             time.sleep(self.delay)
         out = []
@@ -78,12 +80,16 @@ class ExactMatchPreset:
 
     name = "exact_match"
 
-    def score_batch(self, responses, records, n_tokens=None, image_root=None, workers=1, *, on_error="raise", **_):
+    def score_batch(
+        self, responses, records, n_tokens=None, image_root=None, workers=1, *, on_error="raise", **_
+    ):
         out = []
         for k, (resp, rec) in enumerate(zip(responses, records, strict=True)):
             if resp == "unscorable":
                 out.append(ScoreError(k, rec["uid"], "ValueError: unscorable"))
                 continue
             ok = resp.rsplit(":", 1)[-1].strip() == rec["answer"]
-            out.append(RewardResult(1.0 if ok else 0.0, {"accuracy": 1.0 if ok else 0.0}, {"accuracy": 1.0}, ok))
+            out.append(
+                RewardResult(1.0 if ok else 0.0, {"accuracy": 1.0 if ok else 0.0}, {"accuracy": 1.0}, ok)
+            )
         return out

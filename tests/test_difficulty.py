@@ -78,7 +78,9 @@ def test_vectorised_buckets_and_bounds_agree_with_scalar(rule):
     frame = pl.DataFrame({"n": [p[0] for p in pairs], "c": [p[1] for p in pairs]})
     from curation.difficulty import wilson_exprs
 
-    out = frame.with_columns(bucket_expr(pl.col("n"), pl.col("c"), rule), *wilson_exprs(pl.col("c"), pl.col("n"), rule.z))
+    out = frame.with_columns(
+        bucket_expr(pl.col("n"), pl.col("c"), rule), *wilson_exprs(pl.col("c"), pl.col("n"), rule.z)
+    )
     for (n, c), b, lo, hi in zip(pairs, out["bucket"], out["wilson_lo"], out["wilson_hi"], strict=True):
         assert b == bucket_for(n, c, rule)
         assert (lo, hi) == pytest.approx(wilson_interval(c, n, rule.z))
@@ -134,11 +136,14 @@ def test_fixed_scoring_buckets_and_stores_everything(tmp_path):
     assert row["wilson_lo"] == pytest.approx(0.6756, abs=1e-4)
     frame = RolloutStore(tmp_path / "run").read()
     assert frame["response"].str.starts_with("### The final answer is:").all()  # full text kept
-    assert set(frame["temperature"]) == {1.2} and set(frame["top_p"]) == {0.99}
+    assert set(frame["temperature"]) == {1.2}
+    assert set(frame["top_p"]) == {0.99}
     comp = json.loads(frame["components"][0])
     assert comp["components"] == {"accuracy": frame["reward_total"][0]}
     run = read_run(tmp_path / "run")
-    assert run["model_id"] == "pattern-model" and run["n"] == 8 and run["adaptive"] is None
+    assert run["model_id"] == "pattern-model"
+    assert run["n"] == 8
+    assert run["adaptive"] is None
     assert run["scorings"]["pattern-model"]["report"]["rollouts_stored"] == 96
 
 
@@ -161,11 +166,14 @@ def test_rerun_skips_what_is_stored(tmp_path):
     _run(tmp_path, "run", PatternEngine(mixed_pattern), records)
     again = PatternEngine(mixed_pattern)
     report, _ = _run(tmp_path, "run", again, records)
-    assert again.produced == 0 and report.rollouts_new == 0 and report.rollouts_stored == 64
+    assert again.produced == 0
+    assert report.rollouts_new == 0
+    assert report.rollouts_stored == 64
     # more questions: only the new ones are sampled
     more = PatternEngine(mixed_pattern)
     report, stats = _run(tmp_path, "run", more, questions(10))
-    assert more.produced == 16 and stats.height == 10
+    assert more.produced == 16
+    assert stats.height == 10
 
 
 class _Crash(RuntimeError):
@@ -225,7 +233,9 @@ def test_killed_process_resumes_to_the_same_table(tmp_path):
     proc.wait()
     partial = RolloutStore(run_dir).read().height
     assert 3 * 4 <= partial < 30 * 4  # killed mid-run, with whole batches stored
-    finish = subprocess.run([sys.executable, str(script), str(run_dir), "0"], env=env, capture_output=True, text=True)
+    finish = subprocess.run(
+        [sys.executable, str(script), str(run_dir), "0"], env=env, capture_output=True, text=True
+    )
     assert finish.returncode == 0, finish.stderr
     clean = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "clean"), "0"], env=env, capture_output=True, text=True
@@ -242,8 +252,14 @@ def test_killed_process_resumes_to_the_same_table(tmp_path):
 def test_changed_settings_are_refused(tmp_path):
     records = questions(3)
     _run(tmp_path, "run", PatternEngine(mixed_pattern), records)
-    with pytest.raises(ValueError, match="scored differently.*temperature"):
-        _run(tmp_path, "run", PatternEngine(mixed_pattern), records, sampling=SamplingParams(n=8, temperature=0.7))
+    with pytest.raises(ValueError, match=r"scored differently.*temperature"):
+        _run(
+            tmp_path,
+            "run",
+            PatternEngine(mixed_pattern),
+            records,
+            sampling=SamplingParams(n=8, temperature=0.7),
+        )
     # another model in the same run directory is fine (re-bucketing after stage 1)
     _run(tmp_path, "run", PatternEngine(lambda i, j: True, model_id="stage1"), records)
     assert list(read_run(tmp_path / "run")["scorings"]) == ["pattern-model", "stage1"]
@@ -255,13 +271,17 @@ def test_scoring_errors_are_stored_not_hidden(tmp_path):
     class Flaky(PatternEngine):
         def generate(self, requests, sampling):
             out = super().generate(requests, sampling)
-            return [[s if s.sample_index != 0 else s.__class__("unscorable", 1, "stop", 0) for s in ss] for ss in out]
+            return [
+                [s if s.sample_index != 0 else s.__class__("unscorable", 1, "stop", 0) for s in ss]
+                for ss in out
+            ]
 
     report, stats = _run(tmp_path, "run", Flaky(mixed_pattern), records)
     assert report.score_errors == 4
     frame = RolloutStore(tmp_path / "run").read()
     bad = frame.filter(pl.col("score_error").is_not_null())
-    assert bad.height == 4 and bad["correct"].null_count() == 4
+    assert bad.height == 4
+    assert bad["correct"].null_count() == 4
     # the easy question has 7 scored, all right: not enough for the PeBR rule
     assert stats.filter(pl.col("uid") == records[0]["uid"])["bucket"].item() == UNDECIDED
 
@@ -272,8 +292,16 @@ def _pebr_rollout_file(path: Path, records, pattern, n: int = 8) -> None:
         qid = json.loads(rec["meta"])["pebr"]["qid"]
         for j in range(n):
             ok = pattern(i, j)
-            lines.append(json.dumps({"response": f"### The final answer is: {i if ok else 'no'}", "ground_truth": str(i),
-                                     "qid": qid, "score": {"accuracy": 1.0 if ok else 0.0}}))
+            lines.append(
+                json.dumps(
+                    {
+                        "response": f"### The final answer is: {i if ok else 'no'}",
+                        "ground_truth": str(i),
+                        "qid": qid,
+                        "score": {"accuracy": 1.0 if ok else 0.0},
+                    }
+                )
+            )
     lines.append('{"response": "truncated')
     path.write_text("\n".join(lines) + "\n")
 
@@ -284,9 +312,12 @@ def test_replayed_file_adaptive_equals_fixed(tmp_path, trust):
     path = tmp_path / "rollout_results.jsonl"
     _pebr_rollout_file(path, records, mixed_pattern)
     engine = ReplayEngine(path)
-    assert engine.load.malformed and engine.load.samples == 24 * 8
+    assert engine.load.malformed
+    assert engine.load.samples == 24 * 8
     fixed, fixed_stats = _run(tmp_path, "fixed", engine, records, trust_replayed_scores=trust)
-    adaptive, adaptive_stats = _run(tmp_path, "adaptive", engine, records, adaptive=True, trust_replayed_scores=trust)
+    adaptive, adaptive_stats = _run(
+        tmp_path, "adaptive", engine, records, adaptive=True, trust_replayed_scores=trust
+    )
     assert _buckets(fixed_stats) == _buckets(adaptive_stats)
     assert set(_buckets(fixed_stats).values()) == {"easy", "medium", "hard"}
     assert adaptive.rollouts_stored < fixed.rollouts_stored == 192
@@ -298,7 +329,7 @@ def test_replay_shortfall_leaves_questions_undecided(tmp_path):
     records = questions(4)
     path = tmp_path / "r.jsonl"
     _pebr_rollout_file(path, records[:3], lambda i, j: True, n=5)  # 5 of 8 samples, 3 of 4 questions
-    report, stats = _run(tmp_path, "run", ReplayEngine(path), records)
+    report, _stats = _run(tmp_path, "run", ReplayEngine(path), records)
     assert report.unavailable == 3 * 3 + 8
     assert report.buckets[UNDECIDED] == 4
     assert any("not available" in note for note in report.notes)
@@ -309,7 +340,10 @@ def test_transitions_between_models(tmp_path):
     _run(tmp_path, "run", PatternEngine(mixed_pattern, model_id="warmup"), records)
     _run(tmp_path, "run", PatternEngine(lambda i, j: i % 4 != 1 or j == 0, model_id="stage1"), records)
     stats = question_stats(tmp_path / "run")
-    moved = {(r["from_bucket"], r["to_bucket"]): r["questions"] for r in transitions(stats, "warmup", "stage1").to_dicts()}
+    moved = {
+        (r["from_bucket"], r["to_bucket"]): r["questions"]
+        for r in transitions(stats, "warmup", "stage1").to_dicts()
+    }
     # stage 1 solves the medium questions and sometimes the hard ones
     assert moved == {("easy", "easy"): 2, ("hard", "medium"): 2, ("medium", "easy"): 4}
     with pytest.raises(ValueError, match="no buckets for model 'nope'"):

@@ -30,20 +30,31 @@ TEXTS = [
 
 
 def _line(r: random.Random, qid, acc, *, ascii_=None, layout="pebr") -> str:
-    item = {"response": r.choice(TEXTS) * r.randint(1, 3), "ground_truth": str(r.randint(1, 99)), "qid": qid,
-            "score": {"accuracy": acc}}
+    item = {
+        "response": r.choice(TEXTS) * r.randint(1, 3),
+        "ground_truth": str(r.randint(1, 99)),
+        "qid": qid,
+        "score": {"accuracy": acc},
+    }
     if layout == "easyr1":  # another key order and more score components
         item = {"qid": qid, "response": item["response"], "score": {"overall": acc * 0.9, "accuracy": acc}}
     return json.dumps(item, ensure_ascii=r.random() < 0.5 if ascii_ is None else ascii_)
 
 
-def _write_case(tmp: Path, seed: int, *, questions: int = 60, n: int = 8, layout: str = "pebr") -> tuple[Path, Path]:
+def _write_case(
+    tmp: Path, seed: int, *, questions: int = 60, n: int = 8, layout: str = "pebr"
+) -> tuple[Path, Path]:
     """A dataset + rollout file with every irregularity the reference meets."""
     r = random.Random(seed)
     qids = [f"q{i:04d}" for i in range(questions)]
     records = []
     for i, q in enumerate(qids):
-        rec = {"qid": q, "problem": f"<image>{r.choice(TEXTS)} #{i}", "answer": str(i), "images": [f"img/{q}.png"]}
+        rec = {
+            "qid": q,
+            "problem": f"<image>{r.choice(TEXTS)} #{i}",
+            "answer": str(i),
+            "images": [f"img/{q}.png"],
+        }
         if i % 7 == 0:
             rec["key_words"] = ["red circle", "\u00e9t\u00e9"]
         if i % 11 == 0:
@@ -165,10 +176,15 @@ def _ref_counts(lines: list[str]) -> dict:
         ('{"qid": "a", "response": "raw\ttab", "score": {"accuracy": 1.0}}', {}),  # raw control char
         ('{"qid": "a", "response": "bad \\x escape", "score": {"accuracy": 1.0}}', {}),  # invalid escape
         ('{"qid": "a", "response": "\\u12G4", "score": {"accuracy": 1.0}}', {}),  # bad \u escape
-        ('{"qid": "a", "response": "ok \\\\", "score": {"accuracy": 1.0}}', {"a": [1, 1]}),  # escaped backslash
+        (
+            '{"qid": "a", "response": "ok \\\\", "score": {"accuracy": 1.0}}',
+            {"a": [1, 1]},
+        ),  # escaped backslash
         ('{"qid": "a", "score": {"accuracy": 1.0}}\r', {"a": [1, 1]}),  # CRLF line ending
-        ('{"qid": "a", "score": {"accuracy": 1.0}}\r{"qid": "b", "score": {"accuracy": 0.0}}',
-         {"a": [1, 1], "b": [1, 0]}),  # a lone CR splits the line, as text mode does
+        (
+            '{"qid": "a", "score": {"accuracy": 1.0}}\r{"qid": "b", "score": {"accuracy": 0.0}}',
+            {"a": [1, 1], "b": [1, 0]},
+        ),  # a lone CR splits the line, as text mode does
         ("", {}),  # blank line
     ],
 )
@@ -215,7 +231,9 @@ def test_random_corruptions_match_json_loads(tmp_path, seed):
 def test_invalid_utf8_is_reported_not_counted(tmp_path):
     path = tmp_path / "r.jsonl"
     good = b'{"qid": "a", "score": {"accuracy": 1.0}}'
-    path.write_bytes(good + b"\n" + b'{"qid": "b", "response": "\xff\xfe", "score": {"accuracy": 1.0}}\n' + good)
+    path.write_bytes(
+        good + b"\n" + b'{"qid": "b", "response": "\xff\xfe", "score": {"accuracy": 1.0}}\n' + good
+    )
     tally = tally_rollouts(path)
     assert tally.counts == {"a": [2, 2]}
     assert tally.malformed[0][0] == 2
@@ -231,12 +249,16 @@ def test_invalid_utf8_is_reported_not_counted(tmp_path):
     ],
 )
 def test_irregular_policies(tmp_path, policy, bucket_of_9_of_9, bucket_of_7_of_7):
-    lines = ['{"qid": "nine", "score": {"accuracy": 1.0}}'] * 9 + ['{"qid": "seven", "score": {"accuracy": 1.0}}'] * 7
+    lines = ['{"qid": "nine", "score": {"accuracy": 1.0}}'] * 9 + [
+        '{"qid": "seven", "score": {"accuracy": 1.0}}'
+    ] * 7
     lines += ['{"qid": "eight", "score": {"accuracy": 0.0}}'] * 8
     (tmp_path / "r.jsonl").write_text("\n".join(lines))
     records = [{"qid": q, "problem": q, "answer": "1"} for q in ("nine", "seven", "eight")]
     (tmp_path / "d.json").write_text(json.dumps(records))
-    split_pebr(tmp_path / "r.jsonl", tmp_path / "d.json", tmp_path / "out", PebrCompatConfig(irregular=policy))
+    split_pebr(
+        tmp_path / "r.jsonl", tmp_path / "d.json", tmp_path / "out", PebrCompatConfig(irregular=policy)
+    )
     where = {}
     for b, name in FILE_NAMES.items():
         for rec in json.loads((tmp_path / "out" / name).read_text()):
@@ -293,8 +315,20 @@ def test_empty_and_missing_files(tmp_path):
 
 def test_cli_pebr_format(tmp_path, capsys):
     ro, ds = _write_case(tmp_path, 5)
-    rc = run(["curate", "split", "--rollouts", str(ro), "--dataset", str(ds), "--format", "pebr",
-              "--out", str(tmp_path / "out")])
+    rc = run(
+        [
+            "curate",
+            "split",
+            "--rollouts",
+            str(ro),
+            "--dataset",
+            str(ds),
+            "--format",
+            "pebr",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "malformed lines (skipped): 2" in out

@@ -29,7 +29,8 @@ def _all_rows_on_disk(store: RolloutStore) -> list[tuple]:
 def test_append_skips_stored_keys(tmp_path):
     store = RolloutStore(tmp_path)
     first = store.append(_rows("m", ["a", "b"], 2))
-    assert first is not None and first.name == "part-00000.parquet"
+    assert first is not None
+    assert first.name == "part-00000.parquet"
     # the same rows again, plus new ones and a duplicate inside the batch
     again = _rows("m", ["a", "b", "c"], 2) + _rows("m", ["c"], 1, text="second copy")
     second = store.append(again)
@@ -83,7 +84,10 @@ def test_two_writers_never_overwrite_a_shard(tmp_path):
     pa_ = a.append(_rows("m", ["x"], 1))
     pb = b.append(_rows("m", ["y"], 1))
     assert pa_ != pb
-    assert {p.name for p in tmp_path.joinpath("rollouts").glob("*.parquet")} == {"part-00000.parquet", "part-00001.parquet"}
+    assert {p.name for p in tmp_path.joinpath("rollouts").glob("*.parquet")} == {
+        "part-00000.parquet",
+        "part-00001.parquet",
+    }
 
 
 def test_compaction_is_crash_safe(tmp_path):
@@ -93,7 +97,8 @@ def test_compaction_is_crash_safe(tmp_path):
     saved = {p.name: p.read_bytes() for p in store.shards()}
     assert len(saved) == 4
     merged = store.compact()
-    assert merged is not None and merged.name.startswith("compact-")
+    assert merged is not None
+    assert merged.name.startswith("compact-")
     assert [p.name for p in store.shards()] == [merged.name]
     # a crash between writing the merged shard and removing the old ones leaves both on disk
     for name, data in saved.items():
@@ -113,5 +118,6 @@ def test_temporary_files_of_dead_writers_are_cleaned(tmp_path):
     mine = store.dir / f".part.tmp-{os.getpid()}-abcd1234"
     mine.write_bytes(b"being written")
     assert store.clean_temporary() == 1
-    assert not dead.exists() and mine.exists()
+    assert not dead.exists()
+    assert mine.exists()
     assert store.read().height == 1
