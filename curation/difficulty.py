@@ -451,8 +451,9 @@ def score_dataset(
     """Sample, score and store ``sampling.n`` rollouts per question (fewer with ``adaptive``).
 
     Resumable: stored rollouts of this model are skipped, so rerunning the same call after
-    a crash finishes the job. ``batch_size`` questions go to the engine at a time and each
-    batch is written as one shard before the next starts. ``trust_replayed_scores`` uses a
+    a crash finishes the job. ``batch_size`` questions go to the engine at a time (more in
+    adaptive rounds of fewer samples, keeping about ``batch_size * n`` sequences per call) and
+    each batch is written as one shard before the next starts. ``trust_replayed_scores`` uses a
     replayed file's own accuracy instead of rescoring its responses with ``preset``.
     """
     t_start = time.perf_counter()
@@ -497,8 +498,11 @@ def score_dataset(
                 by_count.setdefault(len(idx), []).append((rec, idx))
             progress_made = False
             for k, items in by_count.items():
-                for start in range(0, len(items), batch_size):
-                    chunk = items[start : start + batch_size]
+                # Rounds of k < n samples take more questions per call, so every engine call
+                # generates about batch_size * n sequences.
+                step = max(1, batch_size * n // k)
+                for start in range(0, len(items), step):
+                    chunk = items[start : start + step]
                     requests = [
                         RolloutRequest(
                             uid=rec["uid"],

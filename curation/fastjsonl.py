@@ -345,10 +345,10 @@ class _Chunk:
                 for k in range(2, 6):
                     hex_ok &= _HEX[self.byte_at(u + k)]
                 bad_pos.append(u[~hex_ok])
-            escaped = np.zeros(n + 8, dtype=bool)
-            escaped[es + 1] = True
-            q = q[~escaped[q]]
-            del escaped
+            # quotes right after an escape-starting backslash are content, not structure
+            escaped_quotes = es[nxt == _QUOTE] + 1
+            if len(escaped_quotes):
+                q = np.delete(q, np.searchsorted(q, escaped_quotes))
         # Structural quotes per line, counted with two searches per line (not one per quote).
         first = np.searchsorted(q, self.line_start)
         count = np.searchsorted(q, self.line_end) - first
@@ -421,9 +421,6 @@ class _Chunk:
         kl = self.quote_col(2 * skel.key_string) + 1
         klen = self.quote_col(2 * skel.key_string + 1) - kl
         ok &= klen <= KEY_WINDOW
-        # No escape inside the key: its raw bytes are then exactly its value.
-        b = self.backslashes
-        ok &= np.searchsorted(b, kl) == np.searchsorted(b, kl + klen)
         out = {"line": lines[ok], "key_start": kl[ok], "key_len": klen[ok]}
         others = 0
         for st, ln, target in spans:
@@ -511,6 +508,15 @@ def _scan(mm, data, size, key, scalar, workers, chunk_bytes) -> ScanResult:
                 [_utf8_ok(data[s + ch.line_start[i] : s + ch.line_end[i]]) for i in m["line"]], dtype=bool
             )
             m = {k: v[good] for k, v in m.items()}
+        # An escape inside the key would make its raw bytes differ from its value: slow path.
+        key_bytes = ch.spans(m["key_start"], m["key_len"])
+        offsets = np.frombuffer(key_bytes.buffers()[1], dtype=np.int32)[: len(key_bytes) + 1]
+        hits = np.flatnonzero(np.frombuffer(key_bytes.buffers()[2] or b"", dtype=np.uint8) == _BACKSLASH)
+        if len(hits):
+            keep = np.ones(len(m["line"]), dtype=bool)
+            keep[np.searchsorted(offsets, hits, side="right") - 1] = False
+            m = {k: v[keep] for k, v in m.items()}
+            key_bytes = key_bytes.filter(keep)
         fast = np.zeros(ch.n_lines, dtype=bool)
         fast[m["line"]] = True
         n_slots = sum(1 for k in m if k.startswith("slot") and k.endswith("_start"))
@@ -519,7 +525,7 @@ def _scan(mm, data, size, key, scalar, workers, chunk_bytes) -> ScanResult:
             "line": m["line"],
             "abs_start": s + ch.line_start[m["line"]],
             "abs_end": s + ch.line_end[m["line"]],
-            "key": ch.spans(m["key_start"], m["key_len"]),
+            "key": key_bytes,
             "scalar": ch.spans(m["scalar_start"], m["scalar_len"]),
             "slots": [ch.spans(m[f"slot{i}_start"], m[f"slot{i}_len"]) for i in range(n_slots)],
             "slow": [

@@ -38,7 +38,9 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -557,6 +559,26 @@ def _select_python(tally: RolloutTally, records: list[Any], config: PebrCompatCo
     )
 
 
+def _load_dataset(path: Path) -> tuple[list[Any], bool]:
+    """The dataset list and whether it was read with ``json`` (exact values) or orjson."""
+    import orjson
+
+    raw = path.read_bytes()
+    try:
+        records, exact = orjson.loads(raw), False
+    except orjson.JSONDecodeError:
+        try:
+            records, exact = json.loads(raw.decode("utf-8")), True
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"dataset {path} is not valid JSON: {exc}") from exc
+    if not isinstance(records, list):
+        raise ValueError(f"dataset {path} must be a JSON list of records, got a {type(records).__name__}")
+    if not exact and numbers_outside_strings(raw):
+        # orjson reads integers beyond 64 bits as floats: use json's exact values.
+        records, exact = json.loads(raw.decode("utf-8")), True
+    return records, exact
+
+
 def split_pebr(
     rollouts: str | os.PathLike[str],
     dataset: str | os.PathLike[str],
@@ -568,33 +590,27 @@ def split_pebr(
     The three files are byte-identical to PeBR-R1's script on the same inputs (with the
     default config); the report lists every irregularity (see the module docstring).
     """
-    import orjson
+    import polars as pl
 
     t0 = time.perf_counter()
     dataset = Path(dataset)
     if not dataset.is_file():
         raise FileNotFoundError(f"dataset {dataset} does not exist")
-    tally = tally_rollouts(rollouts, config)
-    raw = dataset.read_bytes()
-    try:
-        records, exact = orjson.loads(raw), False
-    except orjson.JSONDecodeError:
+    # The dataset is read while the rollout scan runs (numpy releases the GIL).
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(_load_dataset, dataset)
+        tally = tally_rollouts(rollouts, config)
+        records, exact = loading.result()
+    vectorised = not tally.other
+    qids: list[Any] = []
+    if vectorised:
         try:
-            records, exact = json.loads(raw.decode("utf-8")), True
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"dataset {dataset} is not valid JSON: {exc}") from exc
-    if not isinstance(records, list):
-        raise ValueError(f"dataset {dataset} must be a JSON list of records, got a {type(records).__name__}")
-    if not exact and numbers_outside_strings(raw):
-        # orjson reads integers beyond 64 bits as floats: use json's exact values.
-        records, exact = json.loads(raw.decode("utf-8")), True
-    del raw
-    try:
-        qids = [rec.get("qid") for rec in records]
-        vectorised = not tally.other and all(q is None or type(q) is str for q in qids)
-    except AttributeError:
-        vectorised = False
+            qids = list(map(dict.get, records, repeat("qid")))
+            pl.Series(qids, dtype=pl.String, strict=True)  # every qid a string (or missing)
+        except (TypeError, pl.exceptions.PolarsError):
+            vectorised = False
     sel = _select_vectorised(tally, qids, config) if vectorised else _select_python(tally, records, config)
+    del qids
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outputs, python_encoded = {}, 0
