@@ -372,6 +372,9 @@ def split_cmd(
     irregular: str = typer.Option(
         "reference", "--irregular", help="--format pebr: qids with != n rollouts: reference | exclude | rate."
     ),
+    filter_report: Path | None = typer.Option(
+        None, "--filter-report", help="report.json of `pebr curate filter` (shown as the card's funnel)."
+    ),
 ) -> None:
     """Perception (easy) / reasoning (medium) / hard splits from a run, or PeBR's JSON files."""
     from rich.console import Console
@@ -404,7 +407,13 @@ def split_cmd(
     default_n = int(run_info.get("scorings", {}).get(chosen, {}).get("n", 8))
     bucket_rule = BucketRule(kind=rule, n=n or default_n, easy_min=easy_min, hard_max=hard_max)
     report = build_splits(
-        run, out, bucket_rule, model_id, previous_model_id=previous_model_id, command=_command_line(ctx)
+        run,
+        out,
+        bucket_rule,
+        model_id,
+        previous_model_id=previous_model_id,
+        command=_command_line(ctx),
+        filter_report=filter_report,
     )
     table = Table(title=f"buckets of {report.model_id}")
     table.add_column("bucket")

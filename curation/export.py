@@ -213,7 +213,7 @@ def _task_by_uid(run: SplitsRun) -> dict[str, str | None]:
     import pyarrow.parquet as pq
 
     paths = list(run.split_paths.values())
-    data = resolve_report_path(run.root, run.report.get("data"))
+    data = resolve_report_path(run.root, run.report.get("data_path"))
     if data is not None and data.is_file() and data.suffix == ".parquet":
         paths.append(data)
     out: dict[str, str | None] = {}

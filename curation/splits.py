@@ -73,6 +73,7 @@ class SplitReport:
     data_path: str | None
     image_root: str | None
     test_path: str | None
+    filter_report: str | None
     undecided: list[str]
     outputs: dict[str, str]
     commands: list[str | None]
@@ -105,6 +106,7 @@ def build_splits(
     *,
     previous_model_id: str | None = None,
     command: str | None = None,
+    filter_report: str | os.PathLike[str] | None = None,
 ) -> SplitReport:
     """Bucket the run's questions with ``model_id``'s rollouts (the latest scored model by
     default) and write the splits (see the module docstring).
@@ -112,6 +114,8 @@ def build_splits(
     ``rule`` defaults to PeBR's all/none/mixed rule with the scoring's ``n``. A pass-rate
     threshold rule needs every question fully sampled, so it is refused on adaptive runs.
     ``previous_model_id`` defaults to the model scored before this one in the run.
+    ``filter_report`` is the ``report.json`` of the curation filter that produced the data, so
+    that the data card can show the filter funnel.
     """
     import polars as pl
 
@@ -119,6 +123,8 @@ def build_splits(
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
+    if filter_report is not None and not Path(filter_report).is_file():
+        raise FileNotFoundError(f"filter report {filter_report} does not exist")
     run = read_run(run_dir)
     scorings: dict[str, Any] = run.get("scorings", {})
     model_id = model_id or run.get("latest_model_id")
@@ -209,6 +215,7 @@ def build_splits(
         data_path=data.get("path"),
         image_root=questions.image_root,
         test_path=data.get("test_path") or questions.test_path,
+        filter_report=str(Path(filter_report).resolve()) if filter_report else None,
         undecided=undecided,
         outputs=outputs,
         commands=commands,

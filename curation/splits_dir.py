@@ -7,7 +7,7 @@ A splits directory (SPLITS_DIR) holds::
     hard.parquet          hard bucket   -> review queue
     difficulty.parquet    uid, model_id, n, n_correct, pass_rate, wilson_lo, wilson_hi, bucket
     splits_report.json    model_id, rule, counts, per_task, per_source, sampling, preset, data,
-                          image_root, commands, and optionally test, filter_report
+                          image_root, commands, and optionally test_path, filter_report
 
 The split files are in the canonical schema (:mod:`curation.schema`); image paths are relative
 to ``image_root``. Optional report keys may be missing: :func:`read_splits_dir` records what
@@ -198,7 +198,7 @@ def read_splits_dir(path: str | Path) -> SplitsRun:
             raise FileNotFoundError(f"{file} not found; a splits directory holds {list(BUCKET_SPLITS)}")
         split_paths[name] = file
     notes: list[str] = []
-    test = resolve_report_path(root, report.get("test"))
+    test = resolve_report_path(root, report.get("test_path"))
     if test is None and (root / "test.parquet").is_file():
         test = root / "test.parquet"
     if test is not None:

@@ -450,7 +450,7 @@ def render_card(
         "weights_source": weights_source,
         "commands": _commands(splits_report),
         "this_command": export_report.command,
-        "data": splits_report.get("data"),
+        "data": splits_report.get("data_path"),
         "license": options.license,
         "size_category": metadata["size_categories"][0],
     }

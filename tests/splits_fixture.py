@@ -156,7 +156,7 @@ def make_splits_dir(
         "per_source": {"synthetic": len(rows)},
         "sampling": SAMPLING,
         "preset": PRESET,
-        "data": str(root / "scored.parquet"),
+        "data_path": str(root / "scored.parquet"),
         "image_root": str(image_root),
         "commands": [
             f"pebr curate filter --data {root}/raw --out {root}/filtered",
@@ -166,7 +166,7 @@ def make_splits_dir(
     }
     if with_test:
         write_parquet(by_split["test"], str(root / "test.parquet"))
-        report["test"] = str(root / "test.parquet")
+        report["test_path"] = str(root / "test.parquet")
     if with_filter_report:
         (root / "filter").mkdir(exist_ok=True)
         (root / "filter" / "report.json").write_text(json.dumps(FUNNEL))
