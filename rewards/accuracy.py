@@ -1,0 +1,169 @@
+"""Task-aware correctness: what "accuracy" means for PeBR's difficulty buckets and stage 2.
+
+- ``grounding``: the best-matching predicted box has IoU >= ``iou_threshold`` (0.5) with a
+  gold box; the score is :func:`rewards.grounding.iou_reward` (extra boxes dilute it).
+- ``caption``: similarity of the description (or the answer) to the record's
+  ``reference_caption``, or keyword recall when there is no reference, at least
+  ``caption_threshold``.
+- everything else: :func:`rewards.math.grade` of the response against ``record["answer"]``
+  (with the record's ``choices`` for multiple choice); score 1.0 or 0.0.
+
+Example::
+
+    >>> accuracy("### The final answer is: 3", {"task": "count", "answer": "3"}).correct
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rewards import sections
+
+#: PeBR-style threshold: a grounding answer is correct when a box overlaps gold at IoU >= 0.5.
+IOU_THRESHOLD = 0.5
+#: A caption is correct when its similarity (or keyword recall) reaches this value.
+CAPTION_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class AccuracyOptions:
+    """Options of :func:`accuracy`; every threshold is named here, PeBR's values by default."""
+
+    iou_threshold: float = IOU_THRESHOLD
+    convention: str = "auto"
+    caption_threshold: float = CAPTION_THRESHOLD
+    caption_similarity: str = "auto"
+    keyword_mode: str = "normalized"
+    #: Keyword arguments for :func:`rewards.math.grade` (e.g. a timeout).
+    math: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    """Whether a response is correct, a graded score in [0, 1], and how it was decided."""
+
+    correct: bool
+    score: float
+    method: str
+    details: dict = field(default_factory=dict)
+
+
+def _uid(record: Mapping[str, Any]) -> str:
+    return repr(record.get("uid") or record.get("qid") or "?")
+
+
+def has_gold(record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` carries something to be correct against."""
+    if record.get("task") == "grounding" and record.get("boxes"):
+        return True
+    if record.get("task") == "caption" and (record.get("reference_caption") or record.get("key_words")):
+        return True
+    answer = record.get("answer")
+    return isinstance(answer, str) and bool(answer.strip())
+
+
+def first_image_size(record: Mapping[str, Any]) -> tuple[float, float]:
+    """``(width, height)`` of the record's first image, or ``ValueError`` naming the record."""
+    sizes = record.get("image_sizes") or []
+    if not sizes:
+        raise ValueError(f"record {_uid(record)}: a grounding reward needs image_sizes (width, height)")
+    size = sizes[0]
+    if isinstance(size, Mapping):
+        return float(size["width"]), float(size["height"])
+    return float(size[0]), float(size[1])
+
+
+def gold_boxes(record: Mapping[str, Any]) -> list[list[float]]:
+    """The record's gold boxes (absolute pixels); falls back to boxes written in ``answer``."""
+    boxes = record.get("boxes")
+    if boxes:
+        return [[float(v) for v in b] for b in boxes]
+    from rewards.grounding import parse_boxes
+
+    answer = record.get("answer") or ""
+    parsed = parse_boxes(answer, first_image_size(record), "absolute") if answer else []
+    return [list(b.coords) for b in parsed]
+
+
+def caption_text(response: str) -> str:
+    """What a caption is judged on: the description section, else the final answer, else all."""
+    parts = sections.parse_sections(response)
+    if parts.description is not None:
+        return parts.description
+    if parts.final_answer is not None:
+        return parts.final_answer
+    return response
+
+
+def accuracy(response: str, record: Mapping[str, Any], **opts: Any) -> AccuracyResult:
+    """Task-aware correctness of ``response`` for a canonical ``record``.
+
+    ``opts`` are the fields of :class:`AccuracyOptions`. Raises ``ValueError`` naming the
+    record when it has no gold answer (see :func:`has_gold`).
+    """
+    options = AccuracyOptions(**opts)
+    task = record.get("task")
+    if task == "grounding" and (record.get("boxes") or record.get("answer")):
+        return _grounding(response, record, options)
+    if task == "caption" and (record.get("reference_caption") or record.get("key_words")):
+        return _caption(response, record, options)
+    answer = record.get("answer")
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"record {_uid(record)} (task {task!r}) has no gold answer to grade against")
+    from rewards.math import grade
+
+    g = grade(response, answer, choices=record.get("choices") or None, **dict(options.math))
+    return AccuracyResult(
+        correct=bool(g.correct),
+        score=1.0 if g.correct else 0.0,
+        method=f"math:{g.method}",
+        details={
+            "extracted": g.extracted,
+            "error": g.error,
+            "timed_out": g.timed_out,
+        },
+    )
+
+
+def _grounding(response: str, record: Mapping[str, Any], options: AccuracyOptions) -> AccuracyResult:
+    from rewards.grounding import score_grounding
+
+    boxes = gold_boxes(record)
+    if not boxes:
+        raise ValueError(f"record {_uid(record)}: a grounding record needs gold boxes")
+    res = score_grounding(response, boxes, first_image_size(record), options.convention)
+    return AccuracyResult(
+        correct=res.best_iou >= options.iou_threshold,
+        score=res.reward,
+        method="grounding:iou",
+        details={
+            "best_iou": res.best_iou,
+            "ious": list(res.ious),
+            "n_pred": res.n_pred,
+            "n_gold": res.n_gold,
+            "n_invalid": res.n_invalid,
+            "f1": res.f1,
+            "scope": res.scope,
+            "iou_threshold": options.iou_threshold,
+        },
+    )
+
+
+def _caption(response: str, record: Mapping[str, Any], options: AccuracyOptions) -> AccuracyResult:
+    from rewards.caption import caption_similarity, keyword_match
+
+    text = caption_text(response)
+    reference = record.get("reference_caption")
+    if reference:
+        (score,), backend = caption_similarity([text], [reference], options.caption_similarity)
+        method = f"caption:{backend}"
+        details: dict[str, Any] = {"similarity": score}
+    else:
+        kw = keyword_match(text, record["key_words"], options.keyword_mode)
+        score, method = kw.recall, f"caption:keywords:{kw.mode}"
+        details = {"found": list(kw.found), "missing": list(kw.missing)}
+    details["caption_threshold"] = options.caption_threshold
+    return AccuracyResult(score >= options.caption_threshold, score, method, details)
