@@ -3,12 +3,15 @@
 Which answer counts, in order of precedence:
 
 1. the content of the LAST ``<answer>...</answer>`` block (:func:`answer_block`);
-2. else the content of the LAST ``\\boxed{...}`` / ``\\fbox{...}`` (:func:`last_boxed`);
-3. else the text after the last anchor: PeBR's ``### The final answer is:`` section (found by
-   :mod:`rewards.sections`, so there is one parser for it), then within it (or, without that
-   header, within the whole response) the last of :data:`ANCHORS` (``final answer is``,
-   ``the answer is``, ``answer:``), cut at the end of its line;
-4. else the whole response when it is short (``whole_max_chars``).
+2. in PeBR's sectioned layout, the LAST ``### The final answer is:`` section (found by
+   :mod:`rewards.sections`, so there is one parser for it): a box inside it, else the text after
+   a further anchor inside it, else its first line. Boxes in the ``### Step`` sections before it
+   are reasoning, not the answer (PeBR judges the text after this header);
+3. else the content of the LAST ``\\boxed{...}`` / ``\\fbox{...}`` (:func:`last_boxed`);
+4. else the text after the last of :data:`ANCHORS` (``final answer is``, ``the answer is``,
+   ``answer:``, case-insensitive): a leading ``$...$`` span, else the rest of its line up to the
+   end of the first sentence;
+5. else the whole response when it is short (``whole_max_chars``).
 
 Inside an ``<answer>`` block the same rules apply again (``<answer>The answer is \\boxed{5}
 </answer>`` gives ``5``). Earlier boxed answers and numbers in the reasoning never count: a model
@@ -19,7 +22,8 @@ The answer text is cleaned (:func:`clean_answer`): surrounding whitespace, ``$..
 ``\\(...\\)``, ``\\[...\\]``, markdown emphasis and a trailing period are not part of it.
 
 Everything here is linear in the length of the input: no regular expression that can backtrack
-(only ``str.find``/``rfind`` and single-pass scans), so a 1 MB response costs milliseconds.
+(``str.find``/``rfind``, single-pass scans, and the section parser's one line-anchored pattern),
+so a 1 MB response costs milliseconds.
 
 Example::
 
@@ -224,17 +228,24 @@ def clean_answer(text: str) -> str:
     return s
 
 
-def _first_line(text: str) -> str:
-    """The answer part of an anchor's text: its first non-empty line, or a whole display-math
-    block (``$$...$$`` or ``\\[...\\]``) when the text starts with one."""
+def _answer_span(text: str) -> str:
+    """The answer part of the text after an anchor: a leading math span taken whole (``$...$``,
+    ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``, which may cross lines), else the first line up to
+    the end of its first sentence (". " before a letter: "$5$. I hope it is correct")."""
     s = text.lstrip()
-    for left, right in (("$$", "$$"), ("\\[", "\\]")):
+    for left, right in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")):
         if s.startswith(left):
             end = s.find(right, len(left))
             if end >= 0:
                 return s[: end + len(right)]
     newline = s.find("\n")
-    return s if newline < 0 else s[:newline]
+    line = s if newline < 0 else s[:newline]
+    k = line.find(". ")
+    while k >= 0:
+        if k + 2 < len(line) and line[k + 2].isalpha():
+            return line[:k]
+        k = line.find(". ", k + 2)
+    return line
 
 
 def _after_last_anchor(text: str, anchors: tuple[str, ...]) -> str | None:
@@ -248,26 +259,26 @@ def _after_last_anchor(text: str, anchors: tuple[str, ...]) -> str | None:
     if best_start < 0:
         return None
     rest = text[best_end:].lstrip(" \t:")
-    return _first_line(rest)
-
-
-def _anchor_text(text: str, options: ExtractOptions) -> str | None:
-    section = sections.final_answer(text)
-    if section is not None:
-        # An anchor inside PeBR's final-answer section ("### The final answer is: The answer
-        # is 5") refines it; otherwise the section's first line is the answer.
-        inner = _after_last_anchor(section, options.anchors)
-        return inner if inner is not None else _first_line(section)
-    return _after_last_anchor(text, options.anchors)
+    return _answer_span(rest)
 
 
 def _extract_from(text: str, options: ExtractOptions, *, whole_limit: int | None) -> tuple[str, str] | None:
+    if options.use_anchors:
+        section = sections.final_answer(text)
+        if section is not None:
+            # PeBR's layout: the final-answer section is the answer; boxes in earlier steps are
+            # reasoning. Within the section a box, then a further anchor, refine it.
+            boxed = last_boxed(section) if options.use_boxed else None
+            if boxed is not None:
+                return clean_answer(boxed), "boxed"
+            inner = _after_last_anchor(section, options.anchors)
+            return clean_answer(inner if inner is not None else _answer_span(section)), "anchor"
     if options.use_boxed:
         boxed = last_boxed(text)
         if boxed is not None:
             return clean_answer(boxed), "boxed"
     if options.use_anchors:
-        anchored = _anchor_text(text, options)
+        anchored = _after_last_anchor(text, options.anchors)
         if anchored is not None:
             return clean_answer(anchored), "anchor"
     if options.use_whole:

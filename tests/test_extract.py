@@ -56,6 +56,21 @@ EXTRACT_CASES = [
         "### The final answer is: $$\\begin{pmatrix}1\\\\\n2\\end{pmatrix}$$",
         Extraction("\\begin{pmatrix}1\\\\\n2\\end{pmatrix}", "anchor"),
     ),
+    # PeBR's final-answer section beats a box in an earlier step (steps are reasoning)
+    (
+        "### Step 1:\nMaybe \\boxed{5}\n### The final answer is: 12",
+        Extraction("12", "anchor"),
+    ),
+    # a box inside the final-answer section is its answer
+    ("### Step 1:\nx\n### The final answer is: $\\boxed{12}$", Extraction("12", "boxed")),
+    # an empty final-answer section is no answer (an earlier box does not stand in)
+    ("### Step 1:\n\\boxed{5}\n### The final answer is:", Extraction(None, None)),
+    # a math span after the anchor is taken whole, the sentence after it is not
+    ("Final Answer: The final answer is $5$. I hope it is correct.", Extraction("5", "anchor")),
+    # the first sentence after the anchor, not the explanation that follows
+    ("so the answer is 6. This is because 2 * 3 = 6.", Extraction("6", "anchor")),
+    # a decimal point is not a sentence end
+    ("the answer is 3.5 m", Extraction("3.5 m", "anchor")),
     # the last of several anchors wins
     ("The answer is 3? No, the final answer is 5", Extraction("5", "anchor")),
     # anchors are case-insensitive and "Answer:" counts, markdown bold removed
