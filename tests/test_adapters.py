@@ -42,7 +42,15 @@ def _no_clip_env(monkeypatch):
         # conversational completion: the assistant's content
         ([{"role": "assistant", "content": "hello"}], "hello"),
         # structured content parts: the text parts joined
-        ([{"role": "assistant", "content": [{"type": "text", "text": "he"}, {"type": "text", "text": "llo"}]}], "hello"),
+        (
+            [
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "he"}, {"type": "text", "text": "llo"}],
+                }
+            ],
+            "hello",
+        ),
         # tool/user turns inside a completion are not the model's answer
         ([{"role": "tool", "content": "42"}, {"role": "assistant", "content": "hello"}], "hello"),
     ],
@@ -83,7 +91,9 @@ def test_functions_score_plain_and_conversational_completions(conversational):
         completions = [[{"role": "assistant", "content": c}] for c in completions]
     prompts = [[{"role": "user", "content": "q"}]] * 2 if conversational else ["q", "q"]
     by_name = {
-        f.__name__.split("/")[1]: f(prompts=prompts, completions=completions, completion_ids=[[1] * 10, [1] * 600], **COLUMNS)
+        f.__name__.split("/")[1]: f(
+            prompts=prompts, completions=completions, completion_ids=[[1] * 10, [1] * 600], **COLUMNS
+        )
         for f in funcs
     }
     assert by_name["keywords"] == [1.0, None]  # the grounding record has no key words
@@ -98,8 +108,16 @@ def test_functions_pickle_and_keep_their_names():
     for f in funcs:
         clone = pickle.loads(pickle.dumps(f))
         assert clone.__name__ == f.__name__
-        out = clone(prompts=["q"], completions=["<answer>[10, 10, 50, 50]</answer>"], **{k: v[1:] for k, v in COLUMNS.items()})
-        assert out == f(prompts=["q"], completions=["<answer>[10, 10, 50, 50]</answer>"], **{k: v[1:] for k, v in COLUMNS.items()})
+        out = clone(
+            prompts=["q"],
+            completions=["<answer>[10, 10, 50, 50]</answer>"],
+            **{k: v[1:] for k, v in COLUMNS.items()},
+        )
+        assert out == f(
+            prompts=["q"],
+            completions=["<answer>[10, 10, 50, 50]</answer>"],
+            **{k: v[1:] for k, v in COLUMNS.items()},
+        )
 
 
 def test_column_length_mismatch_is_an_error():
@@ -169,8 +187,15 @@ def test_easyr1_rejects_sequential_use():
 
 
 def test_easyr1_matches_the_preset():
-    inputs = [{"response": "<answer>[0, 0, 10, 10]</answer>", "ground_truth": "x", "task": "grounding",
-               "boxes": [[0, 0, 10, 20]], "image_sizes": [[50, 50]]}]
+    inputs = [
+        {
+            "response": "<answer>[0, 0, 10, 10]</answer>",
+            "ground_truth": "x",
+            "task": "grounding",
+            "boxes": [[0, 0, 10, 20]],
+            "image_sizes": [[50, 50]],
+        }
+    ]
     (out,) = rewards.easyr1.compute_score(inputs, preset="grounding_iou")
     ref = get_preset("grounding_iou").score(inputs[0]["response"], rewards.easyr1.to_record(inputs[0]))
     assert out["overall"] == pytest.approx(ref.total)

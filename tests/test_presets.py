@@ -17,7 +17,9 @@ def _no_clip_env(monkeypatch):
 
 def _lexical(name: str, **more):
     """A preset with the lexical similarity, so results do not depend on the optional embedder."""
-    return get_preset(name, {"alignment.similarity": "lexical", "accuracy.caption_similarity": "lexical", **more})
+    return get_preset(
+        name, {"alignment.similarity": "lexical", "accuracy.caption_similarity": "lexical", **more}
+    )
 
 
 CAPTION = "A red circle in the upper left and a blue square in the lower right."
@@ -85,7 +87,9 @@ def test_not_applicable_component_renormalises():
     assert result.total == pytest.approx(1.0)
     assert result.details["applicable_weight"] == pytest.approx(0.6)
     assert result.details["renormalised"] is True
-    bad = preset.score(render_sections(CAPTION, "r", ["s"], "x").replace("### Step 1:", ""), record, n_tokens=10)
+    bad = preset.score(
+        render_sections(CAPTION, "r", ["s"], "x").replace("### Step 1:", ""), record, n_tokens=10
+    )
     assert bad.total == pytest.approx((0.4 * 1.0 + 0.1 * 0.0 + 0.1 * 1.0) / 0.6)
 
 
@@ -143,7 +147,9 @@ def test_presets_file_missing_weight(tmp_path):
     path.write_text("mine:\n  components:\n    format: {style: sections}\n")
     with pytest.raises(ValueError, match="needs a 'weight'"):
         get_preset("mine", path=path)
-    path.write_text("mine:\n  components:\n    format: {weight: 2.0}\n    length: {weight: 1.0, max_tokens: 4}\n")
+    path.write_text(
+        "mine:\n  components:\n    format: {weight: 2.0}\n    length: {weight: 1.0, max_tokens: 4}\n"
+    )
     preset = get_preset("mine", path=path)
     # weights need not sum to 1: the total keeps their scale
     assert preset.score("### Image Description: x", {"uid": "u"}, n_tokens=8).total == pytest.approx(0.5)

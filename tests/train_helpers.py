@@ -10,7 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLORS = [("red", (220, 30, 30)), ("blue", (30, 30, 220)), ("green", (30, 180, 30)), ("yellow", (230, 210, 20))]
+COLORS = [
+    ("red", (220, 30, 30)),
+    ("blue", (30, 30, 220)),
+    ("green", (30, 180, 30)),
+    ("yellow", (230, 210, 20)),
+]
 
 
 def pebr_answer(color: str, count: int) -> str:

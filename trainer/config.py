@@ -14,23 +14,15 @@ Unknown keys are errors naming the key and the allowed ones; wrong types are err
 the key and the expected type. TRL options that pebr does not name go in the ``trl:``
 passthrough dict, checked against TRL's own config class.
 
-Example::
-
-    cfg = load_config(GRPOStageConfig, "trainer/recipes/stage1.yaml",
-                      ["output_dir=runs/s1", "model.path=runs/sft"], stage="stage1")
+Loading lives in :mod:`trainer.config_io` (``load_config``, ``apply_sets``, ``help_table``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 # --------------------------------------------------------------------------------- sections
@@ -49,7 +41,9 @@ class ModelConfig:
     )
     min_pixels: int | None = field(
         default=None,
-        metadata={"help": "Smallest image area in pixels after resizing (PeBR: 576); None keeps the processor's."},
+        metadata={
+            "help": "Smallest image area in pixels after resizing (PeBR: 576); None keeps the processor's."
+        },
     )
     max_pixels: int | None = field(
         default=None,
@@ -159,7 +153,9 @@ class StageConfig:
 
     output_dir: str = field(
         default="",
-        metadata={"help": "Directory of this stage: final model, checkpoint-* dirs, metrics.jsonl, stage.json."},
+        metadata={
+            "help": "Directory of this stage: final model, checkpoint-* dirs, metrics.jsonl, stage.json."
+        },
     )
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model to start from."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The training data."})
@@ -169,7 +165,8 @@ class StageConfig:
         default=-1, metadata={"help": "Stop after this many optimizer steps (-1: run the epochs)."}
     )
     lr_scheduler_type: str = field(
-        default="cosine", metadata={"help": "Learning-rate schedule (transformers' names: cosine, constant, ...)."}
+        default="cosine",
+        metadata={"help": "Learning-rate schedule (transformers' names: cosine, constant, ...)."},
     )
     warmup_ratio: float = field(
         default=0.0, metadata={"help": "Fraction of the steps with a linear warm-up, in [0, 1)."}
@@ -196,7 +193,8 @@ class StageConfig:
     logging_steps: int = field(default=10, metadata={"help": "Log metrics every N optimizer steps."})
     seed: int = field(default=0, metadata={"help": "Seed of the run (data order, sampling, init)."})
     report_to: list[str] = field(
-        default_factory=list, metadata={"help": "Trackers to report to (wandb, tensorboard, ...); [] for none."}
+        default_factory=list,
+        metadata={"help": "Trackers to report to (wandb, tensorboard, ...); [] for none."},
     )
     trl: dict[str, Any] = field(
         default_factory=dict,
@@ -263,12 +261,15 @@ class SFTStageConfig(StageConfig):
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs (PeBR: 2)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule (PeBR: cosine)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Warm-up fraction (PeBR: 0.1)."})
-    freeze_vision_tower: bool = field(default=True, metadata={"help": "Freeze the vision encoder (PeBR: yes)."})
+    freeze_vision_tower: bool = field(
+        default=True, metadata={"help": "Freeze the vision encoder (PeBR: yes)."}
+    )
     freeze_projector: bool = field(
         default=True, metadata={"help": "Freeze the projector / patch merger (PeBR: yes)."}
     )
     max_length: int = field(
-        default=4096, metadata={"help": "Cutoff of a tokenised conversation, image tokens included (PeBR: 4096)."}
+        default=4096,
+        metadata={"help": "Cutoff of a tokenised conversation, image tokens included (PeBR: 4096)."},
     )
     assistant_only_loss: bool = field(
         default=True, metadata={"help": "Train on the assistant turns only (needs generation markers)."}
@@ -289,11 +290,15 @@ class GRPOStageConfig(StageConfig):
 
     reward_preset: str = field(
         default="pebr_stage1",
-        metadata={"help": "Reward preset of rewards/presets.yaml (stage 1: pebr_stage1, stage 2: pebr_stage2)."},
+        metadata={
+            "help": "Reward preset of rewards/presets.yaml (stage 1: pebr_stage1, stage 2: pebr_stage2)."
+        },
     )
     reward_overrides: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Overrides of the preset, 'component.param: value' (e.g. alignment.backend: caption)."},
+        metadata={
+            "help": "Overrides of the preset, 'component.param: value' (e.g. alignment.backend: caption)."
+        },
     )
     reward_mode: Literal["components", "total"] = field(
         default="components",
@@ -305,7 +310,8 @@ class GRPOStageConfig(StageConfig):
     learning_rate: float = field(default=1e-6, metadata={"help": "Learning rate (PeBR: 1e-6)."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Schedule (EasyR1: constant)."})
     per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Completions per device per step (a multiple of num_generations overall)."}
+        default=8,
+        metadata={"help": "Completions per device per step (a multiple of num_generations overall)."},
     )
     beta: float = field(
         default=0.01, metadata={"help": "KL coefficient (PeBR: 0.01; TRL's k3 'low-variance' estimator)."}
@@ -325,13 +331,19 @@ class GRPOStageConfig(StageConfig):
     )
     steps_per_generation: int | None = field(
         default=None,
-        metadata={"help": "Optimizer micro-steps per generation batch (TRL; None: gradient_accumulation_steps)."},
+        metadata={
+            "help": "Optimizer micro-steps per generation batch (TRL; None: gradient_accumulation_steps)."
+        },
     )
     num_iterations: int = field(default=1, metadata={"help": "Updates per generation batch (TRL's mu)."})
-    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPUs; pip install 'pebr[vllm]')."})
+    use_vllm: bool = field(
+        default=False, metadata={"help": "Generate with vLLM (GPUs; pip install 'pebr[vllm]')."}
+    )
     vllm_mode: Literal["colocate", "server"] = field(
         default="colocate",
-        metadata={"help": "vLLM in the training processes ('colocate') or a `trl vllm-serve` server ('server')."},
+        metadata={
+            "help": "vLLM in the training processes ('colocate') or a `trl vllm-serve` server ('server')."
+        },
     )
     zero_adv: ZeroAdvConfig = field(
         default_factory=ZeroAdvConfig, metadata={"help": "Online filtering of zero-advantage groups."}
@@ -373,10 +385,12 @@ class DifficultyConfig:
     """Difficulty scoring of the RL pool with the SFT model (PeBR: 8 rollouts, temperature 1.2)."""
 
     pool: str = field(
-        default="", metadata={"help": "The RL pool: a canonical Parquet file (e.g. the synthetic rl.parquet)."}
+        default="",
+        metadata={"help": "The RL pool: a canonical Parquet file (e.g. the synthetic rl.parquet)."},
     )
     image_root: str | None = field(
-        default=None, metadata={"help": "Image root of the pool (None: a report's, else the file's directory)."}
+        default=None,
+        metadata={"help": "Image root of the pool (None: a report's, else the file's directory)."},
     )
     preset: str = field(default="pebr_sample", metadata={"help": "Reward preset judging each rollout."})
     n: int = field(default=8, metadata={"help": "Rollouts per question (PeBR: 8)."})
@@ -399,9 +413,18 @@ class DifficultyConfig:
 class SplitsConfig:
     """How the scored pool becomes the stage splits (PeBR: easy 8/8 -> stage 1, medium -> stage 2)."""
 
+    from_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Use these ready splits (perception.parquet, reasoning.parquet) instead of scoring "
+            "the pool: the difficulty and splits steps are skipped."
+        },
+    )
     rule: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Bucketing rule of curation.splits.build_splits ({} keeps PeBR's easy/medium/hard)."},
+        metadata={
+            "help": "Bucketing rule of curation.splits.build_splits ({} keeps PeBR's easy/medium/hard)."
+        },
     )
 
 
@@ -409,7 +432,9 @@ class SplitsConfig:
 class RebucketConfig:
     """Re-scoring the reasoning pool with the stage-1 model before stage 2 (beyond PeBR)."""
 
-    enabled: bool = field(default=False, metadata={"help": "Re-score and rebuild the stage-2 split after stage 1."})
+    enabled: bool = field(
+        default=False, metadata={"help": "Re-score and rebuild the stage-2 split after stage 1."}
+    )
 
 
 @dataclass(frozen=True)
@@ -421,7 +446,9 @@ class PipelineConfig:
     data (the splits). Setting those in a recipe is an error.
     """
 
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The base model of the SFT stage."})
+    model: ModelConfig = field(
+        default_factory=ModelConfig, metadata={"help": "The base model of the SFT stage."}
+    )
     sft: SFTStageConfig = field(default_factory=SFTStageConfig, metadata={"help": "The SFT warm-up."})
     difficulty: DifficultyConfig = field(
         default_factory=DifficultyConfig, metadata={"help": "Difficulty scoring of the RL pool."}
@@ -445,12 +472,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         wired = [
             ("sft.output_dir", self.sft.output_dir),
-            ("sft.model.path", self.sft.model.path),
             ("stage1.output_dir", self.stage1.output_dir),
-            ("stage1.model.path", self.stage1.model.path),
             ("stage1.data.train", self.stage1.data.train),
             ("stage2.output_dir", self.stage2.output_dir),
-            ("stage2.model.path", self.stage2.model.path),
             ("stage2.data.train", self.stage2.data.train),
         ]
         for key, value in wired:
@@ -458,6 +482,12 @@ class PipelineConfig:
                 raise ValueError(
                     f"{key} is set by the pipeline (stages read the previous stage's directory); "
                     "remove it from the recipe"
+                )
+        for name in ("sft", "stage1", "stage2"):
+            if getattr(self, name).model != ModelConfig():
+                raise ValueError(
+                    f"{name}.model: set model options once, at the top level of a pipeline recipe "
+                    "(every stage uses them; each stage starts from the previous stage's directory)"
                 )
 
 
@@ -467,250 +497,6 @@ CONFIG_CLASSES: dict[str, type] = {
     "stage2": GRPOStageConfig,
     "pipeline": PipelineConfig,
 }
-
-
-# ------------------------------------------------------------------------------ loading
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``tp``; a ``ValueError`` naming ``key`` otherwise."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{key}: expected one of {list(args)}, got {value!r}")
-        return value
-    if _is_dataclass_type(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{key}: expected a mapping of {tp.__name__} options, got {value!r}")
-        return from_dict(tp, value, prefix=key + ".")
-    if origin in (list, Sequence) or tp is list:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported annotation {tp!r}")  # a bug in a config class
-
-
-def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
-
-
-def from_dict(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> Any:
-    """Build the dataclass ``cls`` from a (nested) mapping; unknown keys and wrong types raise
-    ``ValueError`` naming the key."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    fields = _fields(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in fields:
-            where = f" in {prefix.rstrip('.')}" if prefix else ""
-            raise ValueError(
-                f"unknown config key {prefix + str(key)!r}{where}; allowed: {', '.join(sorted(fields))}"
-            )
-        _, tp = fields[key]
-        kwargs[key] = _coerce(value, tp, prefix + key)
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        if prefix and not str(exc).startswith(prefix.split(".")[0]):
-            raise ValueError(f"{prefix.rstrip('.')}: {exc}") from exc
-        raise
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A config as plain nested dicts (JSON/YAML-ready)."""
-    return dataclasses.asdict(config)
-
-
-def config_hash(config: Any, *, ignore: Sequence[str] = ("output_dir",)) -> str:
-    """A stable digest of a config, ignoring top-level ``ignore`` keys (a stage's identity)."""
-    data = {k: v for k, v in to_dict(config).items() if k not in ignore}
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
-    return hashlib.blake2b(blob, digest_size=12).hexdigest()
-
-
-def _parse_set(item: str) -> tuple[list[str], Any]:
-    import yaml
-
-    if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ValueError(f"--set expects a dotted key such as model.path, got {key!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--set {key}: cannot parse {raw!r}: {exc}") from exc
-    return key.split("."), value
-
-
-def _dict_keys(cls: type, path: Sequence[str]) -> bool:
-    """Whether ``path`` ends inside a free-form dict field (e.g. ``trl.x``, ``reward_overrides.y``)."""
-    current: Any = cls
-    for part in path:
-        if not _is_dataclass_type(current):
-            return True
-        fields = _fields(current)
-        if part not in fields:
-            return False
-        tp = fields[part][1]
-        origin = typing.get_origin(tp)
-        if origin in (dict, Mapping) or tp is dict:
-            return True
-        current = tp
-    return False
-
-
-def apply_sets(cls: type, data: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides to the nested mapping ``data`` (a new dict)."""
-    out = json.loads(json.dumps(data, default=str)) if data else {}
-    for item in sets:
-        keys, value = _parse_set(item)
-        node = out
-        current: Any = cls
-        for i, part in enumerate(keys[:-1]):
-            if not _dict_keys(cls, keys[: i + 1]):
-                fields = _fields(current) if _is_dataclass_type(current) else {}
-                if part not in fields:
-                    raise ValueError(
-                        f"unknown config key {'.'.join(keys[: i + 1])!r} in --set {item!r}; "
-                        f"allowed: {', '.join(sorted(fields))}"
-                    )
-                current = fields[part][1]
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ValueError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not a section")
-            node = child
-        node[keys[-1]] = value
-    return out
-
-
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A recipe file as a mapping (an empty file is an empty recipe)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a recipe must be a mapping of options, got {type(data).__name__}")
-    return data
-
-
-def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def load_config(
-    cls: type,
-    config_path: str | os.PathLike[str] | None = None,
-    sets: Sequence[str] = (),
-    *,
-    stage: str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Any:
-    """Defaults (per ``stage`` for GRPO) < YAML at ``config_path`` < ``overrides`` < ``sets``.
-
-    Errors name the file or the ``--set`` item and the key. ``PipelineConfig`` recipes get
-    the per-stage GRPO defaults under their ``stage1`` / ``stage2`` sections.
-    """
-    data: dict[str, Any] = {}
-    if stage in GRPO_STAGE_DEFAULTS and cls is GRPOStageConfig:
-        data = dict(GRPO_STAGE_DEFAULTS[stage])
-    elif cls is PipelineConfig:
-        data = {name: dict(defaults) for name, defaults in GRPO_STAGE_DEFAULTS.items()}
-    if config_path is not None:
-        try:
-            data = _deep_merge(data, read_yaml(config_path))
-        except ValueError as exc:
-            if str(exc).startswith(str(config_path)):
-                raise
-            raise ValueError(f"{config_path}: {exc}") from exc
-    if overrides:
-        data = _deep_merge(data, overrides)
-    data = apply_sets(cls, data, sets)
-    where = f"{config_path}: " if config_path is not None else ""
-    try:
-        return from_dict(cls, data)
-    except ValueError as exc:
-        raise ValueError(f"{where}{exc}") from exc
-
-
-def help_table(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """``(key, type, default, help)`` for every option of ``cls``, nested sections flattened."""
-    rows = []
-    defaults = cls()
-    for name, (f, tp) in _fields(cls).items():
-        if _is_dataclass_type(tp):
-            rows.extend(help_table(tp, prefix + name + "."))
-            continue
-        default = getattr(defaults, name)
-        rows.append((prefix + name, _type_name(tp), repr(default), f.metadata.get("help", "")))
-    return rows
 
 
 def resolved_use_cpu(config: StageConfig) -> bool:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,15 @@ REWARD_COLUMNS = (
 )
 #: Where a dropped record is listed, in the stage directory.
 DROPPED_FILE = "dropped_prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class GRPOData:
+    """A GRPO training set: the dataset, its image root and the records dropped (with why)."""
+
+    dataset: Dataset
+    image_root: str
+    dropped: list[dict[str, Any]]
 
 
 def resolve_image_root(data_path: str | os.PathLike[str], explicit: str | None = None) -> str:
@@ -205,38 +215,33 @@ def grpo_columns(
     return columns
 
 
-def grpo_dataset(
-    config: DataConfig,
-    processor: Any,
-    max_prompt_length: int,
-    dropped_path: str | os.PathLike[str] | None = None,
-) -> tuple[Dataset, str]:
-    """The GRPO dataset of a split and its image root.
+def grpo_dataset(config: DataConfig, processor: Any, max_prompt_length: int) -> GRPOData:
+    """The GRPO dataset of a split, its image root and the prompts dropped for length.
 
     Prompts longer than ``max_prompt_length`` tokens (image tokens included, at the
-    processor's pixel bounds) are dropped, each listed with its length in ``dropped_path``
-    (JSON lines), and counted in the log; TRL does not truncate multimodal prompts.
+    processor's pixel bounds) are dropped and returned with their lengths (the stage writes
+    them to ``dropped_prompts.jsonl``); TRL does not truncate multimodal prompts.
     """
     records, root = grpo_records(config)
     columns = grpo_columns(records, root, config.system_prompt)
     lengths = prompt_lengths(columns["prompt"], columns["images"], processor)
     keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
     dropped = [
-        {"uid": columns["uid"][i], "reason": "prompt_too_long", "prompt_tokens": lengths[i], "max": max_prompt_length}
+        {
+            "uid": columns["uid"][i],
+            "reason": "prompt_too_long",
+            "prompt_tokens": lengths[i],
+            "max_prompt_length": max_prompt_length,
+        }
         for i in range(len(lengths))
         if lengths[i] > max_prompt_length
     ]
-    if dropped_path is not None:
-        with open(dropped_path, "w", encoding="utf-8") as fh:
-            for row in dropped:
-                fh.write(json.dumps(row) + "\n")
     if dropped:
         log.warning(
-            "%d of %d prompts are longer than max_prompt_length=%d tokens and were dropped (listed in %s)",
+            "%d of %d prompts are longer than max_prompt_length=%d tokens and are dropped",
             len(dropped),
             len(lengths),
             max_prompt_length,
-            dropped_path,
         )
     if not keep:
         raise ValueError(
@@ -245,7 +250,14 @@ def grpo_dataset(
     if len(keep) < len(lengths):
         columns = {k: [v[i] for i in keep] for k, v in columns.items()}
     log.info("GRPO data: %d prompts from %s (image root %s)", len(keep), config.train, root)
-    return _image_dataset(columns), root
+    return GRPOData(_image_dataset(columns), root, dropped)
+
+
+def write_dropped(path: str | os.PathLike[str], dropped: Sequence[Mapping[str, Any]]) -> None:
+    """Write dropped records, one JSON object per line (an empty file when none were dropped)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in dropped:
+            fh.write(json.dumps(dict(row)) + "\n")
 
 
 def _image_size(cell: Mapping[str, Any]) -> tuple[int, int]:
@@ -267,7 +279,9 @@ def prompt_lengths(
     expands to at the processor's pixel bounds (computed from the image size, not the pixels)."""
     tokenizer = getattr(processor, "tokenizer", processor)
     image_processor = getattr(processor, "image_processor", None)
-    texts = [processor.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        processor.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
     counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     if image_processor is None:
         return counts

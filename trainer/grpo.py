@@ -7,7 +7,8 @@ TRL logs ``rewards/<preset>/<component>/mean`` and ``/std`` at every logging ste
 
 Example::
 
-    from trainer.config import load_config, GRPOStageConfig
+    from trainer.config import GRPOStageConfig
+    from trainer.config_io import load_config
     from trainer.grpo import run_grpo
 
     cfg = load_config(GRPOStageConfig, "trainer/recipes/stage1.yaml",
@@ -138,26 +139,41 @@ def run_grpo(config: GRPOStageConfig, *, stage: str = "stage1", force: bool = Fa
     """Run (or skip, or resume) a GRPO stage; returns its ``stage.json``."""
     require(config, ["output_dir", "model.path", "data.train"])
     check_vllm(config)
-    return run_stage(stage, config, lambda ctx: _train(config, ctx), force=force)
+    return run_stage(
+        stage,
+        config,
+        lambda ctx, data: _train(config, ctx, data),
+        prepare=lambda: prepare_data(config),
+        force=force,
+    )
 
 
-def build_trainer(config: GRPOStageConfig, output_dir: str, callbacks: list[Any] | None = None) -> Any:
-    """A ready :class:`~trainer.grpo_trainer.PebrGRPOTrainer` for ``config`` (used by the stage
-    and by the benchmark)."""
+def prepare_data(config: GRPOStageConfig) -> Any:
+    """The stage's :class:`~trainer.data.GRPOData` (prompt lengths measured with the model's
+    processor at the configured pixel bounds)."""
     from trainer.data import grpo_dataset
+    from trainer.modeling import load_processor_for
+
+    return grpo_dataset(config.data, load_processor_for(config.model), config.max_prompt_length)
+
+
+def build_trainer(
+    config: GRPOStageConfig, output_dir: str, data: Any = None, callbacks: list[Any] | None = None
+) -> Any:
+    """A ready :class:`~trainer.grpo_trainer.PebrGRPOTrainer` for ``config`` (used by the stage
+    and by the benchmark); ``data`` is :func:`prepare_data`'s result (computed when None)."""
     from trainer.grpo_trainer import PebrGRPOTrainer
     from trainer.modeling import freeze_vision, load_for_training
 
+    data = data if data is not None else prepare_data(config)
     model, processor = load_for_training(config.model)
     freeze_vision(model, vision_tower=config.freeze_vision_tower, projector=config.freeze_projector)
-    dropped = f"{output_dir}/{DROPPED_FILE}"
-    dataset, image_root = grpo_dataset(config.data, processor, config.max_prompt_length, dropped)
-    funcs, weights, outcome_index = build_reward_functions(config, image_root)
+    funcs, weights, outcome_index = build_reward_functions(config, data.image_root)
     return PebrGRPOTrainer(
         model=model,
         reward_funcs=funcs,
         args=grpo_trl_config(config, output_dir, weights),
-        train_dataset=dataset,
+        train_dataset=data.dataset,
         processing_class=processor,
         callbacks=callbacks or [],
         zero_adv=config.zero_adv,
@@ -165,18 +181,21 @@ def build_trainer(config: GRPOStageConfig, output_dir: str, callbacks: list[Any]
     )
 
 
-def _train(config: GRPOStageConfig, ctx: StageContext) -> dict[str, Any]:
+def _train(config: GRPOStageConfig, ctx: StageContext, data: Any) -> dict[str, Any]:
+    from trainer.data import write_dropped
     from trainer.modeling import parameter_counts
 
-    trainer = build_trainer(config, str(ctx.output_dir), [metrics_callback(ctx.output_dir)])
-    params = parameter_counts(trainer.model)
+    if ctx.is_main_process:
+        write_dropped(ctx.output_dir / DROPPED_FILE, data.dropped)
+    trainer = build_trainer(config, str(ctx.output_dir), data, [metrics_callback(ctx.output_dir)])
     result = trainer.train(resume_from_checkpoint=ctx.resume_from)
     trainer.save_model(str(ctx.output_dir))  # the model and the processor (processing_class)
     return {
         "global_step": trainer.state.global_step,
         "train_metrics": dict(result.metrics),
-        "parameters": params,
+        "parameters": parameter_counts(trainer.model),
         "prompts": len(trainer.train_dataset),
+        "dropped_prompts": len(data.dropped),
         "reward_functions": list(trainer.reward_func_names),
         "reward_weights": [float(w) for w in trainer.reward_weights],
         "zero_adv": dict(trainer.zero_adv_totals),

@@ -61,7 +61,11 @@ class PebrGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(
-        self, *args: Any, zero_adv: ZeroAdvConfig | None = None, outcome_index: int | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        zero_adv: ZeroAdvConfig | None = None,
+        outcome_index: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.zero_adv = zero_adv or ZeroAdvConfig()
@@ -161,7 +165,9 @@ class PebrGRPOTrainer(GRPOTrainer):
             loss_mask = loss_mask * merged["tool_mask"]
         merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
 
-        unfilled_all = int(self.accelerator.gather(torch.tensor([unfilled], device=self.accelerator.device)).sum())
+        unfilled_all = int(
+            self.accelerator.gather(torch.tensor([unfilled], device=self.accelerator.device)).sum()
+        )
         stats = {
             "groups_dropped": dropped,
             "refill_draws": draws,

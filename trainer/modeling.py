@@ -33,26 +33,42 @@ def _dtype(name: str) -> Any:
 
 
 def load_for_training(config: ModelConfig) -> tuple[Any, Any]:
-    """``(model, processor)`` for a stage: the model in train mode on the CPU (the trainer moves
-    it), the processor with ``config``'s pixel bounds (saved with the model, so later stages
-    inherit them)."""
+    """``(model, processor)`` for a stage: the model on the CPU (the trainer moves it), the
+    processor with ``config``'s pixel bounds (saved with the model, so later stages inherit
+    them)."""
     from transformers import AutoModelForImageTextToText
 
-    from trainer.vlm import _hub_kwargs, check_model_path, load_processor
+    from trainer.vlm import _hub_kwargs
 
-    if not config.path:
-        raise ValueError("model.path is required: set it in the recipe or with --set model.path=DIR")
-    check_model_path(config.path)
-    hub = _hub_kwargs(config.path)
-    kwargs: dict[str, Any] = {"dtype": _dtype(config.dtype), **hub}
+    _check_path(config)
+    kwargs: dict[str, Any] = {"dtype": _dtype(config.dtype), **_hub_kwargs(config.path)}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(config.path, **kwargs)
-    pixels = {
-        k: v for k, v in (("min_pixels", config.min_pixels), ("max_pixels", config.max_pixels)) if v is not None
-    }
-    processor = load_processor(config.path, **hub, **pixels)
-    return model, processor
+    return model, load_processor_for(config)
+
+
+def load_processor_for(config: ModelConfig) -> Any:
+    """The processor of ``config.path`` with ``config``'s pixel bounds."""
+    from trainer.vlm import _hub_kwargs, load_processor
+
+    _check_path(config)
+    bounds = (("min_pixels", config.min_pixels), ("max_pixels", config.max_pixels))
+    pixels = {k: v for k, v in bounds if v is not None}
+    return load_processor(config.path, **_hub_kwargs(config.path), **pixels)
+
+
+def _check_path(config: ModelConfig) -> None:
+    from trainer.vlm import check_model_path
+
+    if not config.path:
+        raise ValueError("model.path is required: set it in the recipe or with --set model.path=DIR")
+    if config.path.startswith("tiny:"):
+        raise ValueError(
+            f"model.path {config.path!r}: tiny:<preset> models are built by `pebr train pipeline`; for a "
+            "single stage build one with `pebr model tiny --out DIR --preset nano` and set model.path=DIR"
+        )
+    check_model_path(config.path)
 
 
 def _find(module: Any, names: tuple[str, ...]) -> tuple[str, Any] | None:

@@ -52,20 +52,24 @@ def sft_trl_config(config: SFTStageConfig, output_dir: str) -> Any:
 def run_sft(config: SFTStageConfig, *, force: bool = False) -> dict[str, Any]:
     """Run (or skip, or resume) the SFT stage; returns its ``stage.json``."""
     require(config, ["output_dir", "model.path", "data.train"])
-    return run_stage("sft", config, lambda ctx: _train(config, ctx), force=force)
+    from trainer.data import sft_dataset
+
+    return run_stage(
+        "sft",
+        config,
+        lambda ctx, dataset: _train(config, ctx, dataset),
+        prepare=lambda: sft_dataset(config.data),
+        force=force,
+    )
 
 
-def _train(config: SFTStageConfig, ctx: StageContext) -> dict[str, Any]:
+def _train(config: SFTStageConfig, ctx: StageContext, dataset: Any) -> dict[str, Any]:
     from trl import SFTTrainer
 
-    from trainer.data import sft_dataset
     from trainer.modeling import freeze_vision, load_for_training
 
-    dataset = sft_dataset(config.data)
     model, processor = load_for_training(config.model)
-    params = freeze_vision(
-        model, vision_tower=config.freeze_vision_tower, projector=config.freeze_projector
-    )
+    params = freeze_vision(model, vision_tower=config.freeze_vision_tower, projector=config.freeze_projector)
     trainer = SFTTrainer(
         model=model,
         args=sft_trl_config(config, str(ctx.output_dir)),

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.config import config_hash, to_dict
+from trainer.config_io import config_hash, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -141,24 +141,31 @@ def _partial_state() -> Any:
 def run_stage(
     kind: str,
     config: Any,
-    body: Callable[[StageContext], Mapping[str, Any]],
+    body: Callable[[StageContext, Any], Mapping[str, Any]],
     *,
+    prepare: Callable[[], Any] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Run ``body`` as the stage ``kind`` in ``config.output_dir``, unless it is already done.
 
-    ``body(ctx)`` trains (resuming from ``ctx.resume_from`` when set), saves the final model
-    into ``ctx.output_dir`` and returns a summary mapping, with the trainer's log history
-    under ``"log_history"`` (written to ``metrics.jsonl``). Returns the final ``stage.json``.
+    ``prepare()`` (optional) runs first, when the stage is not skipped and before anything is
+    written: bad input fails there and leaves no half-started stage. ``body(ctx, prepared)``
+    trains (resuming from ``ctx.resume_from`` when set), saves the final model into
+    ``ctx.output_dir`` and returns a summary mapping, with the trainer's log history under
+    ``"log_history"`` (written to ``metrics.jsonl``). Returns the final ``stage.json``.
     """
     if not config.output_dir:
-        raise ValueError("output_dir is required: set it in the recipe, with --out DIR or --set output_dir=DIR")
+        raise ValueError(
+            "output_dir is required: set it in the recipe, with --out DIR or --set output_dir=DIR"
+        )
     out = Path(config.output_dir)
     digest = config_hash(config)
     state = _partial_state()
     info = read_stage(out)
     if info is not None and info.get("kind") != kind and not force:
-        raise ValueError(f"{out} holds a {info.get('kind')!r} stage, not {kind!r}; use another output directory")
+        raise ValueError(
+            f"{out} holds a {info.get('kind')!r} stage, not {kind!r}; use another output directory"
+        )
     if info is not None and info.get("config_hash") != digest and not force:
         raise ValueError(
             f"{out} holds a {info.get('status')} {kind} stage with a different config "
@@ -170,6 +177,7 @@ def run_stage(
         return {**info, "skipped": True}
     if info is None and out.is_dir() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists, is not empty and is not a pebr stage directory")
+    prepared = prepare() if prepare is not None else None
     state.wait_for_everyone()  # every process has read the old state before the main one writes
 
     resume = None if force else last_complete_checkpoint(out)
@@ -178,7 +186,7 @@ def run_stage(
             log.warning("%s: --force, removing %s", kind, out)
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        for step, path, complete in checkpoints(out):
+        for _step, path, complete in checkpoints(out):
             if not complete:
                 log.warning("%s: removing incomplete checkpoint %s (interrupted while saving)", kind, path)
                 shutil.rmtree(path)
@@ -204,7 +212,7 @@ def run_stage(
     state.wait_for_everyone()
 
     t0 = time.perf_counter()
-    summary = dict(body(StageContext(kind, out, resume, state.is_main_process)))
+    summary = dict(body(StageContext(kind, out, resume, state.is_main_process), prepared))
     seconds = time.perf_counter() - t0
     history = summary.pop("log_history", None)
     state.wait_for_everyone()

@@ -122,7 +122,9 @@ def merge_rows(
     keys = list(parts[0])
     for k, part in enumerate(parts[1:], start=1):
         if set(part) != set(keys):
-            raise ValueError(f"scored batches disagree on their keys: {sorted(keys)} vs {sorted(part)} (part {k})")
+            raise ValueError(
+                f"scored batches disagree on their keys: {sorted(keys)} vs {sorted(part)} (part {k})"
+            )
     index = [torch.tensor(list(rows), dtype=torch.long) for rows in picks]
     merged: dict[str, Any] = {}
     for key in keys:
