@@ -178,7 +178,7 @@ class PebrGRPOTrainer(GRPOTrainer):
             self._metrics["train"][f"zero_adv/{name}"].append(float(value))
             self.zero_adv_totals[name] += value
         self.zero_adv_totals["generation_batches"] += 1
-        if unfilled_all:
+        if unfilled_all and self.accelerator.is_main_process:
             log.info(
                 "zero-adv filter: refill budget spent with %d row(s) short; they train with zero advantage",
                 unfilled_all,

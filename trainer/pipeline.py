@@ -39,9 +39,11 @@ REASONING_SPLIT = "reasoning.parquet"
 
 
 def _state() -> Any:
-    from accelerate import PartialState
+    import torch
 
-    return PartialState()
+    from trainer.stages import partial_state
+
+    return partial_state(cpu=not torch.cuda.is_available())
 
 
 def resolve_base_model(config: PipelineConfig, out: Path) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.config import resolved_use_cpu
 from trainer.config_io import config_hash, to_dict
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,12 @@ def _checkpoint_step(checkpoint: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _partial_state() -> Any:
+def partial_state(cpu: bool) -> Any:
+    """accelerate's process state, set up as the trainer will set it up (``cpu``: gloo
+    processes; transformers re-creates the same state when the trainer starts)."""
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=cpu)
 
 
 def run_stage(
@@ -160,7 +163,7 @@ def run_stage(
         )
     out = Path(config.output_dir)
     digest = config_hash(config)
-    state = _partial_state()
+    state = partial_state(resolved_use_cpu(config))
     info = read_stage(out)
     if info is not None and info.get("kind") != kind and not force:
         raise ValueError(

@@ -49,8 +49,18 @@ def _print_config(cfg: Any) -> None:
     typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+def _is_main_process() -> bool:
+    # Under `accelerate launch` every process runs the command; one table is enough.
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _report(info: dict[str, Any], title: str) -> None:
     from trainer.cli import _print_table
+
+    if not _is_main_process():
+        return
 
     summary = info.get("summary") or {}
     last = {}
@@ -167,7 +177,8 @@ def pipeline(
     steps = run_pipeline(cfg, out, force=tuple(force or ()))
     from trainer.cli import _print_table
 
-    _print_table(f"pipeline {out}", {name: outcome.get("status") for name, outcome in steps.items()})
+    if _is_main_process():
+        _print_table(f"pipeline {out}", {name: outcome.get("status") for name, outcome in steps.items()})
 
 
 def options(kind: str = typer.Argument(..., help="sft, stage1, stage2 or pipeline.")) -> None:
