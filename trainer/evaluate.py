@@ -97,8 +97,9 @@ def summarise(rows: Sequence[Mapping[str, Any]], n: int) -> dict[str, Any]:
     for r in rows:
         components["total"].append(r["total"])
         for name, value in r["components"].items():
+            values = components[name]  # listed even when it never applies (mean None)
             if value is not None:
-                components[name].append(value)
+                values.append(value)
     out: dict[str, Any] = {
         "questions": len({r["uid"] for r in rows}),
         "answers": len(rows),
