@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from train_helpers import write_split
 
 from trainer.grpo import run_grpo
 from trainer.stages import read_metrics, read_stage
@@ -23,7 +22,12 @@ SMOKE = ROOT / "trainer" / "recipes" / "smoke.yaml"
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    return write_split(tmp_path_factory.mktemp("split"), "perception.parquet", 8, with_messages=False)
+    """Synthetic RL questions: prompts of different lengths and image sizes, so padding matters."""
+    from curation.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("split")
+    generate_dataset(out, sft=0, rl=8, test=0, seed=1)
+    return out / "rl.parquet"
 
 
 def _cfg(stage, model_dir, data, out, *sets):
@@ -197,3 +201,23 @@ def test_resume_after_sigkill(tiny_nano_dir, split, tmp_path):
     mtime = (out / "stage.json").stat().st_mtime
     assert run(args) == 0
     assert (out / "stage.json").stat().st_mtime == mtime
+
+
+def test_prompts_of_different_lengths_in_one_batch(tiny_nano_dir, tmp_path):
+    """TRL left-pads prompts; the processor's image token types must be padded the same way
+    (a right-padding tokenizer breaks Qwen2.5-VL's M-RoPE positions)."""
+    from PIL import Image
+    from train_helpers import make_records
+
+    from curation.schema import write_parquet
+
+    records = make_records(tmp_path / "data", 2, with_messages=False)
+    # 112x112 is 16 image tokens for the nano model, 56x56 is 4; with the longer question the
+    # short prompt gets more left padding than the text before its image
+    Image.new("RGB", (112, 112), "white").save(tmp_path / "data" / records[0]["images"][0]["path"])
+    records[0]["image_sizes"] = [{"width": 112, "height": 112}]
+    records[0]["question"] = "Count the circles in the picture, one by one, and give the total. " * 3
+    write_parquet(records, str(tmp_path / "data" / "split.parquet"))
+    out = tmp_path / "s1"
+    info = run_grpo(_cfg("stage1", tiny_nano_dir, tmp_path / "data" / "split.parquet", out, "max_steps=1"))
+    assert info["status"] == "done"

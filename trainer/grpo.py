@@ -167,6 +167,9 @@ def build_trainer(
 
     data = data if data is not None else prepare_data(config)
     model, processor = load_for_training(config.model)
+    # TRL left-pads prompts itself; the processor's own padding (image token types) must agree
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
     freeze_vision(model, vision_tower=config.freeze_vision_tower, projector=config.freeze_projector)
     funcs, weights, outcome_index = build_reward_functions(config, data.image_root)
     return PebrGRPOTrainer(
