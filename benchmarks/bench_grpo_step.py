@@ -157,7 +157,7 @@ def main() -> None:
                 "reward_share": round(share, 4),
             }
     base = results["trl+trivial"]["median_step_s"]
-    for name, res in results.items():
+    for res in results.values():
         res["ratio_vs_trl"] = round(res["median_step_s"] / base, 3)
     report = {
         "config": {**vars(args), "json": str(args.json) if args.json else None, "recipe": str(DEMO_RECIPE)},
