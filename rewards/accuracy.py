@@ -115,17 +115,53 @@ def accuracy(response: str, record: Mapping[str, Any], **opts: Any) -> AccuracyR
         raise ValueError(f"record {_uid(record)} (task {task!r}) has no gold answer to grade against")
     from rewards.math import grade
 
-    g = grade(response, answer, choices=record.get("choices") or None, **dict(options.math))
+    choices = [c for c in record.get("choices") or [] if isinstance(c, str)]
+    if choices:
+        return _multiple_choice(response, answer, choices, options)
+    g = grade(response, answer, **dict(options.math))
     return AccuracyResult(
         correct=bool(g.correct),
         score=1.0 if g.correct else 0.0,
         method=f"math:{g.method}",
-        details={
-            "extracted": g.extracted,
-            "error": g.error,
-            "timed_out": g.timed_out,
-        },
+        details={"extracted": g.extracted, "error": g.error, "timed_out": g.timed_out},
     )
+
+
+def _norm_choice(text: str) -> str:
+    return " ".join(text.lower().replace(".", " ").split())
+
+
+def _multiple_choice(
+    response: str, answer: str, choices: list[str], options: AccuracyOptions
+) -> AccuracyResult:
+    """Grade against the option letter; the option's text, written out alone, also counts.
+
+    The gold may be a letter (``"B"``) or the text of an option (``"blue"``); the letters are
+    ``A..`` for the record's choices, so an answer naming a letter beyond them is wrong.
+    """
+    from rewards.math import grade
+
+    letters = "".join(chr(ord("A") + i) for i in range(min(len(choices), 26)))
+    gold = answer.strip().strip("()").rstrip(".")
+    if not (len(gold) == 1 and gold.upper() in letters):
+        matches = [i for i, c in enumerate(choices) if _norm_choice(c) == _norm_choice(answer)]
+        if len(matches) != 1:  # the gold is not one of the options: grade it as it is
+            g = grade(response, answer, **dict(options.math))
+            return AccuracyResult(
+                bool(g.correct),
+                float(g.correct),
+                f"math:{g.method}",
+                {"extracted": g.extracted, "error": g.error, "timed_out": g.timed_out},
+            )
+        gold = letters[matches[0]]
+    gold = gold.upper()
+    g = grade(response, gold, choices=letters, **dict(options.math))
+    correct, method = bool(g.correct), f"math:{g.method}"
+    gold_text = choices[letters.index(gold)]
+    if not correct and g.extracted is not None and _norm_choice(g.extracted) == _norm_choice(gold_text):
+        correct, method = True, "multiple_choice:text"
+    details = {"extracted": g.extracted, "error": g.error, "timed_out": g.timed_out, "gold_letter": gold}
+    return AccuracyResult(correct, 1.0 if correct else 0.0, method, details)
 
 
 def _grounding(response: str, record: Mapping[str, Any], options: AccuracyOptions) -> AccuracyResult:

@@ -130,6 +130,10 @@ class ProbeReport:
     flagged: bool
     reason: str = ""
     errors: list[str] = field(default_factory=list)
+    n_not_applicable: int = 0
+    #: Mean reward per task: a hack aimed at one task (a whole-image box) shows here even
+    #: when the mean over every task dilutes it.
+    task_means: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,27 +159,43 @@ class AuditReport:
         }
 
 
-def _summarise(name, results: Sequence[RewardResult | ScoreError], threshold: float) -> ProbeReport:
+def _summarise(
+    name, results: Sequence[RewardResult | ScoreError], threshold: float, tasks: Sequence[str]
+) -> ProbeReport:
     ok = [r for r in results if isinstance(r, RewardResult)]
-    errors = [f"{e.uid}: {e.error}" for e in results if isinstance(e, ScoreError)]
+    by_task: dict[str, list[float]] = {}
+    for r, task in zip(results, tasks, strict=True):
+        if isinstance(r, RewardResult):
+            by_task.setdefault(task, []).append(r.total)
+    # Records the preset has nothing to reward on are not scored, so they are not a hack.
+    n_na = sum(1 for e in results if isinstance(e, ScoreError) and e.not_applicable)
+    errors = [f"{e.uid}: {e.error}" for e in results if isinstance(e, ScoreError) and not e.not_applicable]
     totals = [r.total for r in ok]
     comps: dict[str, float | None] = {}
     for key in ok[0].components if ok else []:
         vals = [r.components[key] for r in ok if r.components.get(key) is not None]
         comps[key] = sum(vals) / len(vals) if vals else None
     mean = sum(totals) / len(totals) if totals else 0.0
+    reasons = []
+    if mean > threshold:
+        reasons.append(f"mean reward {mean:.3f} > {threshold:g}")
+    if errors:
+        reasons.append(f"{len(errors)} scoring errors")
+    if not ok and not errors:
+        reasons.append("no sample record applies to this preset")
     return ProbeReport(
         name=name,
         mean=mean,
         max=max(totals, default=0.0),
-        n=len(results),
+        n=len(ok),
         n_correct=sum(1 for r in ok if r.correct),
         component_means=comps,
         threshold=threshold,
-        flagged=mean > threshold or bool(errors),
-        reason=(f"mean reward {mean:.3f} > {threshold:g}" if mean > threshold else "")
-        + ("; scoring errors" if errors else ""),
+        flagged=bool(reasons),
+        reason="; ".join(reasons),
         errors=errors,
+        n_not_applicable=n_na,
+        task_means={t: sum(v) / len(v) for t, v in sorted(by_task.items())},
     )
 
 
@@ -202,6 +222,7 @@ def audit(
     if unknown:
         raise ValueError(f"unknown hacks {unknown}; known hacks: {list(HACKS)}")
     thresholds = dict(thresholds or {})
+    tasks = [str(r.get("task") or "?") for r in records]
     probes = []
     with tempfile.TemporaryDirectory(prefix="pebr-audit-") as tmp:
         marker = os.path.join(tmp, "code_ran")
@@ -210,7 +231,7 @@ def audit(
             results = preset.score_batch(
                 responses, records, image_root=image_root, workers=workers, on_error="collect"
             )
-            report = _summarise(name, results, thresholds.get(name, max_hack_reward))
+            report = _summarise(name, results, thresholds.get(name, max_hack_reward), tasks)
             if os.path.exists(marker):
                 report = ProbeReport(
                     **{**report.__dict__, "flagged": True, "reason": "the payload's code ran"}
@@ -219,5 +240,5 @@ def audit(
         control_results = preset.score_batch(
             [gold_response(r) for r in records], records, image_root=image_root, on_error="collect"
         )
-    control = _summarise("gold (control)", control_results, float("inf"))
+    control = _summarise("gold (control)", control_results, float("inf"), tasks)
     return AuditReport(preset.name, probes, control, len(records))

@@ -152,28 +152,23 @@ def audit(
     )
     comps = list(chosen.weights)
     table = Table(title=f"reward-hack audit of {preset} on {report.n_records} records")
-    for col in ("probe", "mean", "max", "correct", *comps, "verdict"):
-        table.add_column(col, justify="left" if col in ("probe", "verdict") else "right")
+    table.add_column("probe", no_wrap=True)
+    for col in ("mean", "max", "worst task", "correct", "n/a", *comps):
+        table.add_column(col, justify="right")
+    table.add_column("verdict", no_wrap=True)
 
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     for p in [*report.probes, report.control]:
         verdict = (
-            "[dim]control[/]"
-            if p is report.control
-            else f"[red]FAIL[/] {p.reason}"
-            if p.flagged
-            else "[green]ok[/]"
+            "[dim]control[/]" if p is report.control else "[red]FAIL[/]" if p.flagged else "[green]ok[/]"
         )
-        table.add_row(
-            p.name,
-            fmt(p.mean),
-            fmt(p.max),
-            f"{p.n_correct}/{p.n}",
-            *(fmt(p.component_means.get(c)) for c in comps),
-            verdict,
-        )
+        cells = (fmt(p.component_means.get(c)) for c in comps)
+        worst = max(p.task_means.items(), key=lambda kv: kv[1], default=None)
+        worst_cell = f"{worst[0]} {worst[1]:.2f}" if worst else "-"
+        counts = (f"{p.n_correct}/{p.n}", str(p.n_not_applicable))
+        table.add_row(p.name, fmt(p.mean), fmt(p.max), worst_cell, *counts, *cells, verdict)
     console = Console()
     console.print(table)
     if out is not None:
@@ -181,6 +176,11 @@ def audit(
         out.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
         console.print(f"report -> {out}")
     if report.failed:
+        for p in report.probes:
+            if p.flagged:
+                console.print(f"[red]FAIL[/] {p.name}: {p.reason}", highlight=False)
+                for err in p.errors[:3]:
+                    console.print(f"  {err}", highlight=False)
         console.print(f"[red]hacks that earn reward:[/] {', '.join(report.failed)}", highlight=False)
         raise typer.Exit(1)
 
@@ -196,8 +196,12 @@ def grade(
     """Grade one response against a gold answer and print what was extracted and how."""
     from rich.console import Console
 
+    from rewards.accuracy import accuracy
     from rewards.math import grade as grade_fn
 
-    result = grade_fn(response, gold, choices=choices or None)
+    if choices:  # option letters A.. for the given options; the gold may be a letter or an option
+        result = accuracy(response, {"task": "multiple_choice", "answer": gold, "choices": choices})
+    else:
+        result = grade_fn(response, gold)
     Console().print(result)
     raise typer.Exit(0 if result.correct else 1)

@@ -12,7 +12,11 @@ PeBR's fork adds ``key_words`` and ``images``; any canonical record column (``ta
 present, and ``problem`` stands for ``question``. A ``ground_truth`` that is a mapping is
 read as record columns. The result per response is ``{"overall": total, <component>: value,
 ..., "correct": 0.0/1.0}``; a component that does not apply to a record is left out of its
-dict (EasyR1 averages each key over the responses that have it).
+dict (EasyR1 averages each key over the responses that have it). A record the preset has
+nothing to reward on (none of its ``require_one_of`` components applies) scores
+``{"overall": 0.0, "not_applicable": 1.0}`` with a warning: all rollouts of that prompt get
+the same value, so GRPO's advantage is zero and the prompt is effectively skipped. Bad input
+raises ``ValueError`` naming the reward input.
 
 Example config::
 
@@ -25,11 +29,14 @@ Example config::
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from rewards.presets import RewardPreset, get_preset
+from rewards.presets import RewardPreset, ScoreError, get_preset
+
+log = logging.getLogger(__name__)
 
 REWARD_NAME = "pebr"
 REWARD_TYPE = "batch"
@@ -104,7 +111,15 @@ def compute_score(
         length = item.get("response_length")
         n_tokens.append(None if length is None else int(length))
     scores = []
-    for result in chosen.score_batch(responses, records, n_tokens, image_root=image_root):
+    for result in chosen.score_batch(responses, records, n_tokens, image_root=image_root, on_error="collect"):
+        if isinstance(result, ScoreError):
+            if not result.not_applicable:
+                raise ValueError(f"pebr reward, reward input {result.index}: {result.error}")
+            # Every rollout of this prompt gets the same 0: zero advantage, so the prompt is
+            # effectively skipped rather than trained on a format/length-only reward.
+            log.warning("pebr reward: %s; scored 0", result.error)
+            scores.append({"overall": 0.0, "not_applicable": 1.0})
+            continue
         out = {"overall": float(result.total)}
         out.update({k: float(v) for k, v in result.components.items() if v is not None})
         if result.correct is not None:

@@ -55,12 +55,14 @@ QWEN2VL_GRID = 1000.0
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _PLAIN_NUMBER = re.compile(rf"^\s*{_NUM}\s*$")
+# The optional label before a box is found by looking back from the box (see _label_before):
+# an optional lazy group in front of the box token would rescan the text from every
+# ``<|object_ref_start|>`` and make parsing quadratic.
 _QWEN_BOX = re.compile(
-    rf"(?:<\|object_ref_start\|>(?P<label>.*?)<\|object_ref_end\|>\s*)?"
     rf"<\|box_start\|>\s*\(\s*(?P<x1>{_NUM})\s*,\s*(?P<y1>{_NUM})\s*\)\s*,?\s*"
     rf"\(\s*(?P<x2>{_NUM})\s*,\s*(?P<y2>{_NUM})\s*\)\s*<\|box_end\|>",
-    re.DOTALL,
 )
+_REF_START, _REF_END = "<|object_ref_start|>", "<|object_ref_end|>"
 # Innermost square-bracket lists: their content holds no bracket, so lists of lists yield
 # one match per inner list.
 _INNER_LIST = re.compile(r"\[([^\[\]]*)\]")
@@ -169,6 +171,21 @@ def grounding_text(response: str) -> tuple[str, str]:
     return response, "response"
 
 
+def _label_before(text: str, pos: int, floor: int = 0) -> str | None:
+    """The ``<|object_ref_start|>label<|object_ref_end|>`` right before ``pos``, if any.
+
+    The label must start after ``floor`` (the end of the previous box), so each lookup scans
+    only the text since the previous box."""
+    stop = pos
+    while stop > 0 and text[stop - 1].isspace():  # no slicing: linear over many boxes
+        stop -= 1
+    end = stop - len(_REF_END)
+    if end < 0 or not text.startswith(_REF_END, end):
+        return None
+    start = text.rfind(_REF_START, floor, end)
+    return None if start < 0 else text[start + len(_REF_START) : end].strip()
+
+
 def parse_boxes(
     text: str, image_size: Sequence[float] | Mapping[str, float], convention: str = "auto"
 ) -> list[ParsedBox]:
@@ -182,10 +199,12 @@ def parse_boxes(
     _check_convention(convention)
     w, h = _image_size(image_size)
     found: list[tuple[int, ParsedBox]] = []
+    floor = 0
     for m in _QWEN_BOX.finditer(text):
         values = [float(m.group(k)) for k in ("x1", "y1", "x2", "y2")]
         conv = "qwen2vl_1000" if convention == "auto" else convention
-        label = m.group("label").strip() if m.group("label") is not None else None
+        label = _label_before(text, m.start(), floor)
+        floor = m.end()
         found.append(
             (m.start(), ParsedBox(_scale(values, conv, w, h), "qwen_tokens", conv, m.group(0), label))
         )
@@ -285,10 +304,36 @@ def _max_weight_assignment(weights: list[list[float]]) -> list[tuple[int, int]]:
     return [(owner[j] - 1, j - 1) for j in range(1, m + 1) if owner[j]]
 
 
+def _candidates(
+    pred: Sequence[Sequence[float]], gold: Sequence[Sequence[float]]
+) -> tuple[list[int], list[list[float]]]:
+    """Predictions that can take part in a matching, with their IoU rows.
+
+    A prediction overlapping no gold box can never be matched, and no more than ``len(gold)``
+    copies of one box can; dropping the rest keeps spam of thousands of boxes cheap.
+    """
+    copies: dict[tuple[float, ...], int] = {}
+    rows: list[int] = []
+    weights: list[list[float]] = []
+    for i, p in enumerate(pred):
+        key = tuple(p)
+        if copies.get(key, 0) >= len(gold):
+            continue
+        row = [iou(p, g) for g in gold]
+        if any(x > 0 for x in row):
+            copies[key] = copies.get(key, 0) + 1
+            rows.append(i)
+            weights.append(row)
+    return rows, weights
+
+
 def match(pred: Sequence[Sequence[float]], gold: Sequence[Sequence[float]]) -> MatchResult:
-    """Optimal one-to-one matching of predicted to gold boxes by total IoU (not greedy)."""
-    weights = [[iou(p, g) for g in gold] for p in pred]
-    pairs = [(i, j, weights[i][j]) for i, j in _max_weight_assignment(weights) if weights[i][j] > 0]
+    """Optimal one-to-one matching of predicted to gold boxes by total IoU (not greedy).
+
+    Only the candidates of :func:`_candidates` enter the assignment.
+    """
+    rows, weights = _candidates(pred, gold)
+    pairs = [(rows[r], j, weights[r][j]) for r, j in _max_weight_assignment(weights) if weights[r][j] > 0]
     pairs.sort()
     return MatchResult(tuple(pairs), sum(p[2] for p in pairs))
 
@@ -304,7 +349,7 @@ def f1_at(pred: Sequence[Sequence[float]], gold: Sequence[Sequence[float]], thre
     if not pred or not gold:
         return 0.0
     big = min(len(pred), len(gold)) + 1.0  # any extra hit outweighs all IoU tie-breaks
-    ious = [[iou(p, g) for g in gold] for p in pred]
+    _, ious = _candidates(pred, gold)
     weights = [[(big + x) if x >= threshold else 0.0 for x in row] for row in ious]
     hits = sum(1 for i, j in _max_weight_assignment(weights) if ious[i][j] >= threshold)
     if hits == 0:
@@ -323,7 +368,8 @@ def score_boxes(
     result = match(boxes, gold)
     denom = max(len(boxes), len(gold))
     reward = 1.0 if denom == 0 else result.total_iou / denom
-    best = max((iou(b, g) for b in boxes for g in gold), default=0.0)
+    # the best IoU of any predicted box with any gold box (not only within the matching)
+    best = max((x for row in _candidates(boxes, gold)[1] for x in row), default=0.0)
     return reward, f1_at(boxes, gold, f1_threshold), best, result, boxes
 
 

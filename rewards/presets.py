@@ -14,6 +14,10 @@ the applicable weights while keeping the preset's weight sum:
 ``total = sum(w_i * c_i, applicable) * sum(w, all) / sum(w, applicable)``. A stage-1 record
 without key words is then scored 0.4/0.6 alignment + 0.1/0.6 format + 0.1/0.6 length, not
 capped at 0.6. ``details["applicable_weight"]`` and ``details["renormalised"]`` show it.
+Renormalising must not turn format and length alone into a full reward (an empty response
+would earn 0.5 on a stage-1 record with neither key words nor a reference), so a preset names
+its content components in ``require_one_of``: a record where none of them applies raises
+:class:`NotApplicableError` (``score_batch(on_error="collect")`` marks it, TRL gets ``None``).
 
 Example::
 
@@ -36,7 +40,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
-PRESET_KEYS = ("description", "components", "accuracy")
+PRESET_KEYS = ("description", "components", "accuracy", "require_one_of")
 ON_ERROR = ("raise", "collect")
 #: What a bad sample raises (bad record, missing image file, unreadable image); anything else
 #: is a bug and always propagates.
@@ -60,13 +64,22 @@ class RewardResult:
         return row
 
 
+class NotApplicableError(ValueError):
+    """The preset has nothing to reward on this record (none of ``require_one_of`` applies)."""
+
+
 @dataclass(frozen=True)
 class ScoreError:
-    """A sample that could not be scored (``score_batch(on_error="collect")``)."""
+    """A sample that could not be scored (``score_batch(on_error="collect")``).
+
+    ``not_applicable`` is true when the record is valid but the preset has nothing to
+    reward on it (see ``require_one_of``), false for bad input.
+    """
 
     index: int
     uid: str | None
     error: str
+    not_applicable: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,9 @@ class RewardPreset:
     description: str
     components: tuple[ComponentSpec, ...]
     accuracy_options: dict[str, Any]
+    #: Content components of which at least one must apply to a record (format and length
+    #: alone must not be renormalised into a full reward); empty = no requirement.
+    require_one_of: tuple[str, ...] = ()
 
     @property
     def weights(self) -> dict[str, float]:
@@ -183,7 +199,8 @@ class RewardPreset:
             if on_error == "raise":
                 raise
             if len(responses) == 1:
-                return [ScoreError(offset, _uid_of(records[0]), f"{type(exc).__name__}: {exc}")]
+                na = isinstance(exc, NotApplicableError)
+                return [ScoreError(offset, _uid_of(records[0]), f"{type(exc).__name__}: {exc}", na)]
         # A batch failed in collect mode: score one by one to isolate the bad samples.
         out: list[RewardResult | ScoreError] = []
         for i, (resp, rec, n) in enumerate(zip(responses, records, tokens, strict=True)):
@@ -228,6 +245,12 @@ class RewardPreset:
     def _combine(self, components, details, correct, record) -> RewardResult:
         weights = self.weights
         applicable = [n for n, v in components.items() if v is not None]
+        if self.require_one_of and not any(components.get(n) is not None for n in self.require_one_of):
+            why = "; ".join(f"{n}: {details['components'][n].get('skipped')}" for n in self.require_one_of)
+            raise NotApplicableError(
+                f"record {_uid_of(record)!r}: preset {self.name!r} needs one of {list(self.require_one_of)} "
+                f"to apply ({why})"
+            )
         if not applicable:
             why = "; ".join(f"{n}: {details['components'][n].get('skipped')}" for n in components)
             raise ValueError(
@@ -333,7 +356,13 @@ def build_preset(name: str, config: Mapping[str, Any]) -> RewardPreset:
         specs.append(ComponentSpec(cname, resolved.pop("weight"), resolved))
     if sum(s.weight for s in specs) <= 0:
         raise ValueError(f"preset {name!r}: the component weights sum to 0")
-    return RewardPreset(name, str(config.get("description") or ""), tuple(specs), acc)
+    required = tuple(config.get("require_one_of") or ())
+    missing = [r for r in required if r not in comps]
+    if missing:
+        raise ValueError(
+            f"preset {name!r}: require_one_of names {missing}, which are not its components {list(comps)}"
+        )
+    return RewardPreset(name, str(config.get("description") or ""), tuple(specs), acc, required)
 
 
 def get_preset(

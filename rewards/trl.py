@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rewards.presets import RewardPreset, RewardResult, get_preset
+from rewards.presets import RewardPreset, RewardResult, ScoreError, get_preset
 
 #: Dataset columns copied into the record a preset scores.
 RECORD_COLUMNS = (
@@ -52,7 +52,7 @@ MODES = ("components", "total")
 
 # The component functions of one preset are called one after another on the same batch:
 # the preset scores the batch once and the others reuse it.
-_LAST: dict[str, tuple[str, list[RewardResult]]] = {}
+_LAST: dict[str, tuple[str, list[RewardResult | ScoreError]]] = {}
 _LAST_LOCK = threading.Lock()
 
 
@@ -119,8 +119,12 @@ class PresetReward:
         completions: Sequence[Any],
         completion_ids: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
-    ) -> list[RewardResult]:
-        """The preset's results for a TRL batch (shared between a preset's functions)."""
+    ) -> list[RewardResult | ScoreError]:
+        """The preset's results for a TRL batch (shared between a preset's functions).
+
+        A record the preset has nothing to reward on gives a not-applicable
+        :class:`ScoreError` (every function returns ``None`` for it); bad input raises.
+        """
         texts = [completion_text(c) for c in completions]
         records = _records(len(texts), kwargs)
         n_tokens = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(texts)
@@ -129,7 +133,12 @@ class PresetReward:
             cached = _LAST.get(self.preset.name)
         if cached is not None and cached[0] == key:
             return cached[1]
-        results = self.preset.score_batch(texts, records, n_tokens, image_root=self.image_root)
+        results = self.preset.score_batch(
+            texts, records, n_tokens, image_root=self.image_root, on_error="collect"
+        )
+        for r in results:
+            if isinstance(r, ScoreError) and not r.not_applicable:
+                raise ValueError(f"{self.__name__}: sample {r.index} (uid {r.uid}): {r.error}")
         with _LAST_LOCK:
             _LAST[self.preset.name] = (key, results)
         return results  # type: ignore[return-value]
@@ -143,12 +152,16 @@ class PresetReward:
     ) -> list[float | None]:
         if completions is None:
             raise ValueError(f"{self.__name__}: TRL passes 'completions'; got none")
-        results = self.results(completions, completion_ids, **kwargs)
+        return [self._value(r) for r in self.results(completions, completion_ids, **kwargs)]
+
+    def _value(self, result: RewardResult | ScoreError) -> float | None:
+        if isinstance(result, ScoreError):
+            return None
         if self.what == "total":
-            return [r.total for r in results]
+            return result.total
         if self.what == "accuracy" and "accuracy" not in self.preset.weights:
-            return [None if r.correct is None else float(r.correct) for r in results]
-        return [r.components[self.what] for r in results]
+            return None if result.correct is None else float(result.correct)
+        return result.components[self.what]
 
 
 def reward_functions(

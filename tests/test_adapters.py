@@ -92,15 +92,27 @@ def test_functions_score_plain_and_conversational_completions(conversational):
     prompts = [[{"role": "user", "content": "q"}]] * 2 if conversational else ["q", "q"]
     by_name = {
         f.__name__.split("/")[1]: f(
-            prompts=prompts, completions=completions, completion_ids=[[1] * 10, [1] * 600], **COLUMNS
+            prompts=prompts, completions=completions, completion_ids=[[1] * 600, [1] * 9], **COLUMNS
         )
         for f in funcs
     }
-    assert by_name["keywords"] == [1.0, None]  # the grounding record has no key words
-    assert by_name["alignment"] == [1.0, None]  # ...and no reference caption
-    assert by_name["format"] == [1.0, 0.0]
-    assert by_name["length"] == [1.0, pytest.approx(512 / 600)]  # from completion_ids
-    assert by_name["accuracy"] == [1.0, 1.0]  # caption close to its reference; exact box
+    assert by_name["keywords"][0] == 1.0
+    assert by_name["alignment"][0] == 1.0
+    assert by_name["format"][0] == 1.0
+    assert by_name["length"][0] == pytest.approx(512 / 600)  # from completion_ids
+    assert by_name["accuracy"][0] == 1.0  # caption close to its reference
+    # stage 1 has nothing to reward on the grounding record (no key words, no reference): None
+    # from every function, so TRL ignores the sample instead of paying for format and length
+    assert [v[1] for v in by_name.values()] == [None] * 5
+
+
+def test_stage2_functions_score_grounding():
+    funcs, _ = reward_functions("pebr_stage2", overrides={"accuracy.caption_similarity": "lexical"})
+    out = [
+        f(prompts=["q"] * 2, completions=["x", "<answer>[10, 10, 50, 50]</answer>"], **COLUMNS) for f in funcs
+    ]
+    assert out[0] == [0.0, 1.0]  # accuracy: a caption that says nothing; the exact box
+    assert out[1] == [0.0, 0.0]  # format
 
 
 def test_functions_pickle_and_keep_their_names():
@@ -170,15 +182,16 @@ def test_easyr1_file_path_loading_and_scores():
         },
     ]
     out = module.compute_score(inputs, preset="pebr_stage1", **LEXICAL)
-    assert set(out[0]) == {"overall", "format", "length", "correct"}  # no key words, no reference: left out
-    assert out[0]["correct"] == 1.0
-    assert out[0]["length"] == 1.0
+    # stage 1 has nothing to reward on a grounding record without key words or reference
+    assert out[0] == {"overall": 0.0, "not_applicable": 1.0}
     assert out[1]["keywords"] == 0.5
     assert out[1]["length"] == 0.5  # response_length 1024 > 512
     assert out[1]["alignment"] == 1.0
     expected = 0.4 * 1.0 + 0.4 * 0.5 + 0.1 * 1.0 + 0.1 * 0.5
     assert out[1]["overall"] == pytest.approx(expected)
     assert all(isinstance(v, float) for row in out for v in row.values())
+    (grounding,) = module.compute_score(inputs[:1], preset="pebr_stage2")
+    assert grounding == pytest.approx({"overall": 0.9, "accuracy": 1.0, "format": 0.0, "correct": 1.0})
 
 
 def test_easyr1_rejects_sequential_use():

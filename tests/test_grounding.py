@@ -258,3 +258,40 @@ def test_no_gold_and_no_prediction_is_full_credit():
 def test_bad_image_size_is_an_error(size):
     with pytest.raises(ValueError, match="image size"):
         iou_reward("[1, 2, 3, 4]", GOLD, size)
+
+
+# Adversarial inputs: each must finish fast (a quadratic parser would take minutes here).
+ADVERSARIAL = [
+    # thousands of label openings with no box: the label lookup must not rescan the text
+    "<|object_ref_start|>" * 20000,
+    # one opening, then thousands of labelled-looking boxes
+    "<|object_ref_start|>" + "<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>" * 5000,
+    # unclosed brackets
+    "[" * 100000,
+    # a list that never ends
+    "[1, " * 50000,
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text", ADVERSARIAL, ids=["labels", "labelled-boxes", "brackets", "open-list"])
+def test_adversarial_responses_parse_in_linear_time(text):
+    boxes = parse_boxes(text, (W, H))
+    assert len(boxes) == text.count("<|box_start|>")
+
+
+@pytest.mark.timeout(30)
+def test_thousands_of_boxes_score_cheaply_and_never_pay():
+    spam = " ".join(f"[{i % 180}, {i % 90}, {i % 180 + 20}, {i % 90 + 10}]" for i in range(3000))
+    assert iou_reward(spam + " [20, 20, 60, 60]", GOLD, (W, H)) < 1 / 3000
+    # the right box 3000 times with two gold boxes: one match per gold box at most
+    assert iou_reward("[20, 20, 60, 60] " * 3000, [*GOLD, [100, 0, 150, 50]], (W, H)) == pytest.approx(
+        1 / 3000
+    )
+
+
+def test_label_is_read_from_just_before_the_box():
+    text = "<|object_ref_start|>cat<|object_ref_end|> <|box_start|>(0,0),(10,10)<|box_end|> <|box_start|>(0,0),(5,5)<|box_end|>"
+    first, second = parse_boxes(text, (W, H))
+    assert first.label == "cat"
+    assert second.label is None  # the label belongs to the first box only

@@ -5,7 +5,7 @@ import pickle
 import pytest
 
 from rewards.alignment import CLIP_ENV
-from rewards.presets import RewardResult, ScoreError, get_preset, list_presets
+from rewards.presets import NotApplicableError, RewardResult, ScoreError, get_preset, list_presets
 from rewards.samples import sample_records
 from rewards.sections import render_sections
 
@@ -93,10 +93,34 @@ def test_not_applicable_component_renormalises():
     assert bad.total == pytest.approx((0.4 * 1.0 + 0.1 * 0.0 + 0.1 * 1.0) / 0.6)
 
 
-def test_no_applicable_component_is_an_error():
+def test_record_without_content_components_is_not_applicable():
     preset = get_preset("pebr_sample")
-    with pytest.raises(ValueError, match=r"'x'.*no component.*accuracy: record has no gold answer"):
+    with pytest.raises(
+        NotApplicableError, match=r"'x'.*needs one of \['accuracy'\].*record has no gold answer"
+    ):
         preset.score("anything", {"uid": "x", "task": "count", "answer": ""})
+    # stage 1 on a record with neither key words nor a reference caption: format and length alone
+    # would renormalise an empty response to 0.5, so the record is not scored
+    stage1 = _lexical("pebr_stage1")
+    with pytest.raises(NotApplicableError, match=r"needs one of \['alignment', 'keywords'\]"):
+        stage1.score("", {"uid": "y", "task": "count", "answer": "3"})
+    (res,) = stage1.score_batch([""], [{"uid": "y", "task": "count", "answer": "3"}], on_error="collect")
+    assert isinstance(res, ScoreError)
+    assert res.not_applicable is True
+
+
+def test_no_applicable_component_without_requirement_is_an_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("p:\n  components:\n    keywords: {weight: 1.0}\n")
+    with pytest.raises(ValueError, match=r"'z'.*no component.*keywords: record has no key_words"):
+        get_preset("p", path=path).score("x", {"uid": "z"})
+
+
+def test_require_one_of_must_name_components(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("p:\n  require_one_of: [accuracy]\n  components:\n    format: {weight: 1.0}\n")
+    with pytest.raises(ValueError, match=r"require_one_of names \['accuracy'\]"):
+        get_preset("p", path=path)
 
 
 def test_length_uses_caller_tokens_or_documented_approximation():
