@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from mpmath.ctx_mp import MPContext
+from mpmath.ctx_mp_python import _mpc
 
+#: the complex type of every mpmath context: values cached by one thread (a gold's points) are
+#: used by others, and each context has its own ``ctx.mpc`` subclass, so isinstance checks use this
+MPC = _mpc
 PRECISION_BITS = 128
 #: exact-but-irrational values (sqrt, pi) computed at PRECISION_BITS agree to this relative error
 EXACT_REL_TOL = 1e-25
@@ -37,6 +41,7 @@ _MAX_TRIG_ARG_BITS = 256
 _MAX_EXP_ARG = 1 << 20
 _PERIODIC = frozenset({"sin", "cos", "tan", "cot", "sec", "csc", "sinh", "cosh", "tanh"})
 _MAX_EXACT_LOG_BITS = 20_000
+_MAX_LITERAL_DIGITS = 4_000
 
 
 class EvalError(ValueError):
@@ -105,11 +110,11 @@ class Evaluator:
         if ctx.isnan(v) or ctx.isinf(v):
             raise EvalError("not a finite number")
         if v != 0:
-            parts = (v.real, v.imag) if isinstance(v, ctx.mpc) else (v,)
+            parts = (v.real, v.imag) if isinstance(v, MPC) else (v,)
             for part in parts:
                 if part != 0 and abs(ctx.mag(part)) > self.lim.max_magnitude_bits:
                     raise EvalError("number too large")
-            if isinstance(v, ctx.mpc) and v.imag == 0:
+            if isinstance(v, MPC) and v.imag == 0:
                 v = v.real
         return v
 
@@ -232,6 +237,9 @@ class Evaluator:
     # -- the tree ----------------------------------------------------------------------------
     def number(self, node: tuple) -> tuple[object, bool]:
         digits, frac, exp = node[1], node[2], node[3]
+        if len(digits) + len(frac) > _MAX_LITERAL_DIGITS:
+            # also keeps int() under Python's limit on decimal string conversion (4300 digits)
+            raise EvalError("number literal too long")
         mantissa = Fraction(int(digits + frac), 10 ** len(frac)) if frac else Fraction(int(digits))
         if exp:
             if abs(exp) * 4 > self.lim.max_int_bits:
@@ -319,7 +327,7 @@ class Evaluator:
         if kind in ("floor", "ceil"):
             v, x = self.ev(node[1], env)
             if not isinstance(v, Fraction):
-                if isinstance(v, self.ctx.mpc):
+                if isinstance(v, MPC):
                     raise EvalError(f"{kind} of a complex number")
                 v = Fraction(int(self.ctx.floor(v) if kind == "floor" else self.ctx.ceil(v)))
             return Fraction(math.floor(v) if kind == "floor" else math.ceil(v)), x
@@ -352,7 +360,7 @@ class Evaluator:
         """A real value for ordering (interval endpoints); :class:`EvalError` for complex ones."""
         if isinstance(v, Fraction):
             return v
-        if isinstance(v, self.ctx.mpc):
+        if isinstance(v, MPC):
             raise EvalError("complex number where a real one is needed")
         return v
 

@@ -155,11 +155,29 @@ FILLER_WORDS = frozenset(
         "only",
         "just",
         "is",
+        "are",
+        "was",
         "equals",
         "equal",
         "to",
         "be",
         "total",
+        "there",
+        "it",
+        "we",
+        "get",
+        "gives",
+        "have",
+        "so",
+        "thus",
+        "therefore",
+        "hence",
+        "answer",
+        "final",
+        "the",
+        "of",
+        "value",
+        "result",
     ]
 )
 MATRIX_ENVS = frozenset({"pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix", "array"})
@@ -220,6 +238,15 @@ def strip_units(tokens: list[Token]) -> tuple[list[Token], bool]:
             and _is_unit(tokens, end - 6)
         ):
             end -= 4
+            continue
+        if (
+            t.kind == RP
+            and end - 3 > start
+            and tokens[end - 3].kind == LP
+            and (tokens[end - 2].kind in (WORD, TEXTWORD) or _is_unit(tokens, end - 2))
+        ):
+            end -= 3  # "7 (apples)"
+            removed = True
             continue
         if (
             removed

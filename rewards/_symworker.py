@@ -13,9 +13,14 @@ in any process (a DataLoader worker, a multiprocessing pool worker: the worker i
 
 Client side (:class:`WorkerPool`): a few workers per process, handed out under a lock; a request
 that exceeds its time is answered with :class:`WorkerTimeout` and the worker is killed and
-replaced (the replacement starts at once, in the background). Starting a worker imports sympy
-(about a second): that start-up is bounded separately by ``start_timeout_s`` and is not charged
-to a grade's time limit. After ``fork`` the child forgets the parent's workers and starts its own.
+replaced (the replacement starts at once, in the background, and is handed to the next caller).
+Starting a worker imports sympy (about a second). The first start in a process is bounded
+separately by ``start_timeout_s`` and not charged to the grades waiting for it (otherwise the
+first symbolic grades of every process would time out); every later wait, including for a
+replacement after a kill, counts against the caller's own limit, so after the first start no
+call outlives its limit by more than the time to notice it. ``rewards.math.warm_up()`` pays the
+first start ahead of time. After ``fork`` the child forgets the parent's workers and starts its
+own. POSIX only (``select`` on pipes).
 """
 
 from __future__ import annotations
@@ -237,13 +242,11 @@ class _Worker:
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line
 
-    def wait_ready(self, timeout_s: float) -> None:
-        if self.ready:
-            return
-        line = self._read_line(time.monotonic() + timeout_s)
-        if line is None:
-            raise WorkerUnavailable(f"symbolic worker did not start within {timeout_s} s")
-        self.ready = True
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Whether the worker finished starting within ``timeout_s`` (it keeps starting if not)."""
+        if not self.ready:
+            self.ready = self._read_line(time.monotonic() + max(timeout_s, 0.0)) is not None
+        return self.ready
 
     def request(self, payload: bytes, timeout_s: float) -> dict:
         self.proc.stdin.write(payload)
@@ -275,12 +278,14 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
         self._count = 0
-        self._starting = 0  # workers importing sympy for a caller right now
+        self._first_start = True  # no worker has been ready in this process yet
+        self._starting = 0  # callers waiting for that first start right now
         self._pid = os.getpid()
 
     def _acquire(self, deadline: float) -> tuple[_Worker, float]:
-        """A worker for one request, and the seconds spent waiting for workers to start up
-        (credited to the caller: start-up is not part of a grade's time limit)."""
+        """A worker for one request, and the seconds spent waiting for this process's first
+        worker to start (credited to the caller: that one-time start-up is not part of a grade's
+        time limit; every later wait is)."""
         credit = 0.0
         with self._cond:
             while True:
@@ -289,17 +294,17 @@ class WorkerPool:
                 if self._count < self.max_workers:
                     self._count += 1
                     break
-                starting = self._starting > 0
+                first = self._first_start and self._starting > 0
                 remaining = deadline + credit - time.monotonic()
-                if starting:
+                if first:
                     remaining = max(remaining, 0.0) + self.start_timeout_s
                 if remaining <= 0:
                     raise WorkerTimeout
                 t0 = time.monotonic()
                 notified = self._cond.wait(remaining)
-                if starting:
+                if first:
                     credit += time.monotonic() - t0
-                if not notified and not starting:
+                elif not notified:
                     raise WorkerTimeout
         try:
             return _Worker(), credit
@@ -334,29 +339,54 @@ class WorkerPool:
             logger.warning("could not restart the symbolic worker: %s", exc)
         self._release(replacement)
 
-    def call(self, request: dict, timeout_s: float) -> dict:
+    def _wait_started(self, worker: _Worker, deadline: float, start_timeout_s: float) -> float:
+        """Wait for a worker that is still importing sympy. The first start in this process may
+        take up to ``start_timeout_s`` and is credited (returned); a restart after a kill must
+        fit in the caller's own time, else :class:`WorkerTimeout` (the worker keeps starting)."""
+        with self._cond:
+            first = self._first_start
+            self._starting += first
+        t0 = time.monotonic()
+        try:
+            limit = start_timeout_s if first else deadline - t0
+            ready = worker.wait_ready(limit)
+        finally:
+            with self._cond:
+                self._starting -= first
+                if worker.ready:
+                    self._first_start = False
+                self._cond.notify_all()
+        if ready:
+            return time.monotonic() - t0 if first else 0.0
+        if first:
+            raise WorkerUnavailable(f"symbolic worker did not start within {start_timeout_s} s")
+        self._release(worker)  # healthy, only not ready yet: the next caller gets it
+        raise WorkerTimeout
+
+    def call(self, request: dict, timeout_s: float, start_timeout_s: float | None = None) -> dict:
         """Send one request; :class:`WorkerTimeout` when it takes longer than ``timeout_s``
-        (not counting the start-up of a worker)."""
+        (not counting the first start-up of a worker in this process, which may take up to
+        ``start_timeout_s``, default the pool's)."""
+        start_timeout = self.start_timeout_s if start_timeout_s is None else start_timeout_s
         payload = json.dumps(request).encode() + b"\n"
         deadline = time.monotonic() + timeout_s
         worker, credit = self._acquire(deadline)
         deadline += credit
+        if not worker.ready:
+            try:
+                deadline += self._wait_started(worker, deadline, start_timeout)
+            except (WorkerUnavailable, OSError):
+                self._discard(worker)
+                raise
+            # WorkerTimeout: the worker was handed back, still starting, for the next caller
+        start = time.monotonic()
+        if deadline <= start:
+            self._release(worker)
+            raise WorkerTimeout
         try:
-            if not worker.ready:
-                with self._cond:
-                    self._starting += 1
-                t0 = time.monotonic()
-                try:
-                    worker.wait_ready(self.start_timeout_s)
-                finally:
-                    with self._cond:
-                        self._starting -= 1
-                        self._cond.notify_all()
-                deadline += time.monotonic() - t0
-            start = time.monotonic()
-            answer = worker.request(payload, max(deadline - start, 0.0))
+            answer = worker.request(payload, deadline - start)
         except (WorkerTimeout, WorkerUnavailable, OSError, ValueError):
-            self._discard(worker)
+            self._discard(worker)  # busy past the deadline, dead, or garbled: replace it
             raise
         logger.debug("symbolic %s answered in %.3f s", request.get("op"), time.monotonic() - start)
         self._release(worker)

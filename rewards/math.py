@@ -6,30 +6,42 @@ True
 >>> g.correct, g.error
 (False, 'number too large')
 
-Which answer counts: see :mod:`rewards.extract` (last ``<answer>`` block, else last ``\\boxed{}``,
-else the text after the last anchor, else a short whole response).
+Which answer counts: see :mod:`rewards.extract` (last ``<answer>`` block; in PeBR's layout the
+``### The final answer is:`` section; else the last ``\\boxed{}``; else the text after the last
+anchor; else a short whole response). :func:`grade_extracted` skips extraction.
 
 What "equal" means (the gold decides the kind of comparison):
 
 - multiple choice: a gold that is one option letter (``B``, ``(B)``) is graded by letter: ``B``,
   ``(B)``, ``B.``, ``B) 12``, ``**B**``, ``Option B``, lower-case ``b`` all name B; naming
-  several options (``A or B``, ``AB``, ``B, C``) is wrong. ``choices`` restricts the letters.
+  several options (``A or B``, ``AB``, ``B, C``, ``B) 12 or C) 13``) is wrong. ``choices``
+  restricts the letters.
 - text: a gold made of words only (``red``, ``yes``, ``counterclockwise``) is compared
   case-insensitively after removing ``\\text{}``, punctuation at the ends, and one leading
   article (``the``, ``a``, ``an``); no synonyms and no partial matches: ``the red one`` is not
-  ``red`` and ``counterclockwise`` is not ``clockwise``.
+  ``red`` and ``counterclockwise`` is not ``clockwise``. A gold outside the math grammar that is
+  not plain words (``1:2``) is compared as normalized text (method ``string``) and says why in
+  ``error``.
 - numbers by value: ``2/4`` = ``\\frac12``, ``\\sqrt{18}`` = ``3\\sqrt2``, ``1,000`` =
-  ``1{,}000`` = ``1\\,000`` = ``1000.0``; exact values must be equal, and as soon as one side is
-  a decimal the relative error must be at most ``rel_tol`` (1e-6, never an absolute rounding:
-  ``1.7e-19`` is not ``1.6e-19``, ``1.9999999999`` is ``2``). ``X%`` is X/100; with a gold
-  ``X%`` the bare ``X`` is accepted too. Units, degree signs and currency are ignored
-  (``5 cm`` = ``5``), ``3e8``, ``3 \\times 10^{8}`` and ``4.5 million`` are numbers.
-- expressions with variables: equal values at fixed rational test points (exact where the
-  expressions are rational); free symbols where the gold is a number are wrong.
+  ``1{,}000`` = ``1\\,000`` = ``1000.0`` (a comma followed by exactly three digits, after a
+  first group of 1-3 digits without a leading zero, is a thousands separator; ``(2,100)`` is a
+  pair); exact values must be equal, and as soon as one side is a decimal the relative error
+  (of the gold) must be at most ``rel_tol`` (1e-6, never an absolute rounding: ``1.7e-19`` is
+  not ``1.6e-19``, ``1.9999999999`` is ``2``; a gold of 0 needs exactly 0). ``X%`` is X/100;
+  with a gold ``X%`` the bare ``X`` is accepted too, but a gold without ``%`` is not matched by
+  ``X%``. Units, degree signs, currency and a few leading words (``approximately``, ``there
+  are``, ``the total is``) are ignored (``5 cm`` = ``7 (apples)`` ... = the number); no unit
+  conversion. ``3e8``, ``3 \\times 10^{8}`` and ``4.5 million`` are numbers. ``\\infty``
+  equals only the same infinity. ``\\log`` is the natural logarithm.
+- expressions with variables: equal values at fixed rational test points, exact where the
+  expressions are rational, wherever the gold has a real value (so ``\\ln(x^2)`` is accepted for
+  ``2\\ln x``, but ``\\sqrt{x^2}`` is not ``x``); free symbols where the gold is a number are wrong.
 - sets unordered, tuples ordered; intervals by endpoints and open/closed ends, a union of
   intervals as a set; equations by solution set (``2y = 4x + 2`` = ``y = 2x + 1``; ``x = 3``
-  and ``3`` accept each other); inequalities by solution set (``2 < x`` = ``x > 2``); an
-  interval is accepted for a one-variable inequality gold, not the reverse; matrices element-wise.
+  and ``3`` accept each other; a chain of equalities ``2 + 1 = 3`` counts by its last member);
+  inequalities by solution set (``2 < x`` = ``x > 2``); an interval is accepted for a
+  one-variable inequality gold, not the reverse; ``a \\pm b`` is the set of both values;
+  matrices element-wise (a column or row vector also matches a tuple).
 - not correct, whatever the gold: ``nan``, ``zoo``, ``\\mathbb{R}`` or ``(-\\infty, \\infty)``
   for a number, ``3 \\pm 1`` for one number, a list of candidates containing the gold, an empty
   box, anything the whitelisted grammar does not know.
@@ -103,8 +115,8 @@ class GradeOptions:
         choices: option letters allowed for multiple choice (e.g. ``"ABCD"``); ``None``: any
             single letter A-Z (inferred from the gold being one letter).
         symbolic: allow the sympy worker for what the inline path cannot decide.
-        worker_start_timeout_s: time allowed for starting a worker (sympy import), not charged
-            to ``timeout_s``.
+        worker_start_timeout_s: time allowed for the first start of the sympy worker in a process
+            (about a second, once); it is not charged to ``timeout_s``. Later restarts are.
         extract: where to find the answer in a response (:class:`rewards.extract.ExtractOptions`).
     """
 
@@ -269,7 +281,15 @@ _MC_PRED = re.compile(
     r"\(?([A-Za-z])\)?(?:\s*[.):]\s*(.*)|\s*)",
     re.IGNORECASE | re.DOTALL,
 )
-_OTHER_OPTION = re.compile(r"(?:^|[\s,;/&])(?:or|and)\s|\([A-Za-z]\)|(?:^|\s)[A-Z][.)](?:\s|$)")
+# After "B) ...": another option named ("or C", "and (D)", "(C)", " C."); option text itself may
+# contain "and" ("B) 3 and 4").
+_OTHER_OPTION = re.compile(
+    r"(?:^|[\s,;/&])(?:or|and)\s+\(?[A-Z]\)?(?=[.):,\s]|$)|\([A-Za-z]\)|(?:^|\s)[A-Z][.)](?:\s|$)"
+)
+
+
+_OR_WORD = re.compile(r"(?:^|[\s,;/&])or\b", re.IGNORECASE)
+_LONE_LETTER = re.compile(r"(?:^|[\s(])[A-Z](?=[.):,\s]|$)")
 
 
 def _choice_letter(pred: str, choices: str | None) -> tuple[str | None, str | None]:
@@ -282,6 +302,9 @@ def _choice_letter(pred: str, choices: str | None) -> tuple[str | None, str | No
     rest = m.group(2) or ""
     if _OTHER_OPTION.search(rest):
         return None, "names more than one option"
+    hedge = _OR_WORD.search(rest)
+    if hedge and _LONE_LETTER.search(rest, hedge.end()):
+        return None, "names more than one option"  # "B) 12, or maybe C"
     if choices is not None and letter not in choices:
         return None, f"option {letter} is not among {choices}"
     return letter, None
@@ -311,7 +334,7 @@ def _symbolic_callback(opts: GradeOptions, deadline: float):
         if remaining <= 0:
             raise GradeTimeout
         try:
-            answer = pool().call(request, remaining)
+            answer = pool().call(request, remaining, opts.worker_start_timeout_s)
         except WorkerTimeout:
             raise GradeTimeout from None
         except WorkerUnavailable as exc:
@@ -399,6 +422,21 @@ def grade(response: str, gold: str, options: GradeOptions | None = None, **overr
     return _grade(response, gold, _resolve(options, overrides), source=None, extracted=False)
 
 
+def warm_up(options: GradeOptions | None = None) -> None:
+    """Start this process's sympy worker now (about a second), or wait until a restarting one is
+    ready, so that the next symbolic grade does not wait for it. Optional: without it the first
+    symbolic grade starts the worker.
+    Raises :class:`RuntimeError` when the worker cannot be started."""
+    from rewards._symworker import WorkerTimeout, WorkerUnavailable, pool
+
+    opts = options if options is not None else DEFAULT_OPTIONS
+    try:
+        # waits for a (re)starting worker as long as a first start may take
+        pool().call({"op": "ping"}, opts.worker_start_timeout_s, opts.worker_start_timeout_s)
+    except (WorkerTimeout, WorkerUnavailable, OSError) as exc:
+        raise RuntimeError(f"could not start the symbolic worker: {exc!r}") from exc
+
+
 def is_correct(response: str, gold: str, options: GradeOptions | None = None, **overrides: object) -> bool:
     """``grade(...).correct``."""
     return grade(response, gold, options, **overrides).correct
@@ -452,4 +490,5 @@ __all__ = [
     "grade",
     "grade_extracted",
     "is_correct",
+    "warm_up",
 ]

@@ -106,6 +106,10 @@ UNITS = [
     ("12 dollars", "12", True),  # currency word
     ("5 cm", "50 mm", False),  # no unit conversion: 5 is not 50
     ("6 cm", "5", False),  # the number still has to match
+    ("7 (apples)", "7", True),  # a unit in parentheses
+    ("There are 7 apples", "7", True),  # leading filler words and a unit
+    ("The total is 7", "7", True),  # leading filler words
+    ("The number of circles is 3", "3", False),  # a sentence with content words is not an answer
 ]
 
 SCIENTIFIC = [
@@ -268,6 +272,9 @@ MULTIPLE_CHOICE = [
     ("B and C", "B", False),  # two options
     ("B/C", "B", False),  # two options
     ("(B) or (C)", "B", False),  # two options in parentheses
+    ("B) 12 or C) 13", "B", False),  # two options with their texts
+    ("B) 3 and 4", "B", True),  # option text that itself contains "and"
+    ("B) 12, or maybe C", "B", False),  # a hedge after the option text
     ("12", "B", False),  # the option's value instead of its letter
     ("E", "B", False),  # another letter
 ]
@@ -490,3 +497,14 @@ def test_gold_is_cached_per_options() -> None:
         grade_extracted("\\frac12", "0.5")
     info = rm._prepare_gold.cache_info()
     assert (info.misses, info.hits) == (1, 4)
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    import rewards.extract
+
+    for module in (rm, rewards.extract):
+        result = doctest.testmod(module)
+        assert result.attempted > 0
+        assert result.failed == 0, module.__name__

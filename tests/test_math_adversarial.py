@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards.math import grade, grade_extracted
+from rewards.math import grade, grade_extracted, warm_up
 
 #: generous wall-clock bound for one call (the default time limit is 1 s)
 BOUND_S = 2.0
@@ -235,5 +235,13 @@ def test_time_limit_kills_a_slow_symbolic_comparison() -> None:
     assert r.correct is False
     assert r.error == "time limit of 0.05 s reached"
     assert elapsed < 0.5
-    # the worker was replaced: the next symbolic comparison works
+    # the worker is replaced: once the replacement is up, symbolic comparisons work again
+    warm_up()
     assert grade_extracted("(-2, 2)", "x^2 < 4").correct
+
+
+def test_long_literals_respect_python_int_limit() -> None:
+    # Python refuses int() of more than 4300 digits; a raised max_length must not turn that into
+    # an internal error
+    g = grade_extracted("1" * 5000, "3", max_length=10_000)
+    assert (g.correct, g.error) == (False, "number literal too long")

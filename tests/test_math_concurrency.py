@@ -127,3 +127,55 @@ def test_threads_share_gold_cache_safely(threads: int) -> None:
     with ThreadPoolExecutor(max_workers=threads) as ex:
         results = list(ex.map(lambda p: grade_extracted(p, gold).correct, preds * 20))
     assert results == expected * 20
+
+
+def test_gold_cached_by_one_thread_is_read_correctly_by_another() -> None:
+    # Each thread has its own mpmath context; a gold's values cached by one thread (complex at
+    # x < 0 for 2\ln x) must be recognised as complex in another thread too.
+    import rewards.math as rm
+
+    rm._prepare_gold.cache_clear()
+    assert grade_extracted("\\ln(x^2)", "2\\ln x").correct
+    out: list[bool] = []
+    t = threading.Thread(target=lambda: out.append(grade_extracted("\\ln(x^2)", "2\\ln x").correct))
+    t.start()
+    t.join(10)
+    assert out == [True]
+
+
+def test_limit_holds_while_killed_workers_restart() -> None:
+    # Only a process's first worker start is exempt from the limit: after kills, callers that
+    # find the replacements still starting get a time-out at their own deadline, not later.
+    grade_extracted("(-2, 2)", "x^2 < 4")  # first start done
+    slow = ("x^{17} - 3x^{11} + 5x^7 - x^3 + 1 > 0", "x^{17} - 3x^{11} + 5x^7 - x^3 + 2 > 0")
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        killed = list(ex.map(lambda _: grade_extracted(*slow, timeout_s=0.05), range(4)))
+    assert all(r.timed_out for r in killed)
+    start = time.perf_counter()
+    after = grade_extracted("(-3, 3)", "x^2 < 9", timeout_s=0.3)
+    assert time.perf_counter() - start < 0.6
+    assert after.correct or after.timed_out
+
+
+def test_warm_up_starts_the_worker_ahead_of_time() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import time\n"
+        "from rewards.math import grade, warm_up\n"
+        "warm_up()\n"
+        "t = time.perf_counter()\n"
+        "g = grade('\\\\boxed{(-2, 2)}', 'x^2 < 4')\n"
+        "print(g.correct, time.perf_counter() - t < 0.5)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.stdout.split() == ["True", "True"]
