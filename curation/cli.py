@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from curation.engines import DEFAULT_MAX_NEW_TOKENS, DEFAULT_N, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
 data_app = typer.Typer(no_args_is_help=True, help="Generate and inspect datasets (synthetic default data).")
 curate_app = typer.Typer(
     no_args_is_help=True, help="Filter raw data, score difficulty with rollouts, build splits, export."
@@ -105,4 +107,219 @@ def _print_summary(summary: dict) -> None:
     console.print(
         f"{summary['counts']['image_files']} image files, seed {summary['params']['seed']}, "
         f"{summary['seconds']} s with {summary['workers']} worker(s)"
+    )
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as a shell line with every option's value (recorded in run.json)."""
+    import shlex
+
+    parts = ctx.command_path.split()
+    parts[0] = "pebr"
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or not param.opts:
+            continue
+        flag = param.opts[0]
+        if isinstance(value, bool):
+            if getattr(param, "secondary_opts", None):
+                parts.append(flag if value else param.secondary_opts[0])
+            elif value:
+                parts.append(flag)
+            continue
+        parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+@curate_app.command("score")
+def score_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help="RL questions: canonical .parquet, or PeBR GRPO .json."),
+    model: Path = typer.Option(
+        ..., "--model", help="Model directory (transformers, vllm) or rollout file to replay (replay)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Run directory: run.json and rollouts/ shards."),
+    backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | replay."),
+    n: int = typer.Option(DEFAULT_N, "--n", help="Rollouts per question (PeBR: 8)."),
+    temperature: float = typer.Option(
+        DEFAULT_TEMPERATURE, "--temperature", help="Sampling temperature (PeBR: 1.2)."
+    ),
+    top_p: float = typer.Option(DEFAULT_TOP_P, "--top-p", help="Nucleus sampling (PeBR: 0.99)."),
+    max_new_tokens: int = typer.Option(
+        DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", help="Response token budget."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Base seed of the sampling."),
+    preset: str = typer.Option("pebr_sample", "--preset", help="Reward preset that scores each rollout."),
+    adaptive: bool = typer.Option(
+        False, "--adaptive/--fixed", help="Stop a question once it has a correct and an incorrect answer."
+    ),
+    adaptive_rounds: str = typer.Option(
+        "2,1", "--adaptive-rounds", help="Samples per adaptive round; the last size repeats up to n."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Questions per engine call (and per shard)."),
+    image_root: Path | None = typer.Option(
+        None, "--image-root", help="Image root (default: the data's folder)."
+    ),
+    device: str | None = typer.Option(None, "--device", help="transformers: cpu, cuda, cuda:1, ..."),
+    model_id: str | None = typer.Option(
+        None, "--model-id", help="Override the model id (default: a fingerprint)."
+    ),
+    replay_scores: bool = typer.Option(
+        False, "--replay-scores", help="replay: trust the file's score.accuracy instead of rescoring."
+    ),
+    id_column: str = typer.Option("qid", "--id-column", help="replay: the question id field."),
+    response_column: str = typer.Option("response", "--response-column", help="replay: the response field."),
+    index_column: str | None = typer.Option(None, "--index-column", help="replay: a sample index field."),
+) -> None:
+    """Sample each question n times, score every rollout, store them all (resumable)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from curation.difficulty import AdaptiveConfig, score_dataset
+    from curation.engines import ReplayColumns, SamplingParams, make_engine
+
+    try:
+        rounds = tuple(int(x) for x in adaptive_rounds.split(",") if x.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"--adaptive-rounds must be comma-separated integers, got {adaptive_rounds!r}"
+        ) from exc
+    sampling = SamplingParams(
+        n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
+    )
+    engine = make_engine(
+        backend,
+        model,
+        batch_size=batch_size,
+        device=device,
+        model_id=model_id,
+        replay_columns=ReplayColumns(id=id_column, response=response_column, sample_index=index_column),
+    )
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} rollouts/s"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(f"round 1 ({engine.model_id})", total=None, rate=0.0)
+
+        def on_progress(p) -> None:
+            bar.update(
+                task,
+                completed=p.done,
+                total=p.total,
+                rate=p.rollouts_per_second,
+                description=f"round {p.round} ({engine.model_id})",
+            )
+
+        report = score_dataset(
+            data,
+            engine,
+            out,
+            sampling=sampling,
+            preset=preset,
+            adaptive=AdaptiveConfig(rounds) if adaptive else None,
+            batch_size=batch_size,
+            image_root=str(image_root) if image_root else None,
+            progress=on_progress,
+            trust_replayed_scores=replay_scores,
+            command=_command_line(ctx),
+        )
+    out_console = Console()
+    out_console.print(
+        f"{report.model_id}: {report.questions} questions, {report.rollouts_new} new rollouts "
+        f"({report.rollouts_per_second:.2f}/s), {report.rollouts_stored} stored"
+    )
+    if report.adaptive:
+        out_console.print(
+            f"adaptive: {report.rollouts_stored} rollouts instead of {report.fixed_equivalent} "
+            f"({report.saved_fraction:.1%} saved)"
+        )
+    out_console.print("buckets: " + ", ".join(f"{b} {k}" for b, k in report.buckets.items()))
+    for note in report.notes:
+        out_console.print(f"[yellow]{note}[/]")
+    out_console.print(f"run directory: {report.run_dir}")
+
+
+@curate_app.command("split")
+def split_cmd(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="Directory for the splits (or PeBR's three JSON files)."),
+    run: Path | None = typer.Option(None, "--run", help="A run directory of `pebr curate score`."),
+    rollouts: Path | None = typer.Option(
+        None, "--rollouts", help="--format pebr: PeBR rollout_results.jsonl."
+    ),
+    dataset: Path | None = typer.Option(None, "--dataset", help="--format pebr: pebr_grpo_dataset.json."),
+    fmt: str = typer.Option(
+        "pebr", "--format", help="With --rollouts: pebr (easycase/mediumcase/hardcase.json)."
+    ),
+    rule: str = typer.Option(
+        "pebr", "--rule", help="pebr (all/none/some correct) or thresholds (pass rate)."
+    ),
+    easy_min: float = typer.Option(1.0, "--easy-min", help="thresholds: pass rate at or above which easy."),
+    hard_max: float = typer.Option(0.0, "--hard-max", help="thresholds: pass rate at or below which hard."),
+    n: int | None = typer.Option(None, "--n", help="Rollouts per question (default: the run's n; PeBR: 8)."),
+    model_id: str | None = typer.Option(
+        None, "--model-id", help="Whose buckets (default: the latest scored)."
+    ),
+    previous_model_id: str | None = typer.Option(
+        None,
+        "--previous-model-id",
+        help="Report transitions from this model (default: the one scored before).",
+    ),
+    irregular: str = typer.Option(
+        "reference", "--irregular", help="--format pebr: qids with != n rollouts: reference | exclude | rate."
+    ),
+) -> None:
+    """Perception (easy) / reasoning (medium) / hard splits from a run, or PeBR's JSON files."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if rollouts is not None or dataset is not None:
+        if run is not None:
+            raise ValueError("give either --run, or --rollouts with --dataset, not both")
+        if rollouts is None or dataset is None:
+            raise ValueError("--format pebr needs both --rollouts and --dataset")
+        if fmt != "pebr":
+            raise ValueError(f"--format must be 'pebr' with --rollouts, got {fmt!r}")
+        from curation.pebr_compat import REPORT_NAME, PebrCompatConfig, split_pebr
+
+        report = split_pebr(rollouts, dataset, out, PebrCompatConfig(n=n or 8, irregular=irregular))
+        for line in report.summary_lines():
+            console.print(line, highlight=False)
+        console.print(
+            f"wrote {', '.join(Path(p).name for p in report.outputs.values())} and {REPORT_NAME} to {out}"
+        )
+        return
+    if run is None:
+        raise ValueError("give --run RUN_DIR (or --rollouts and --dataset for PeBR's format)")
+    from curation.difficulty import BucketRule, read_run
+    from curation.splits import REPORT_FILE, build_splits
+
+    run_info = read_run(run)
+    chosen = model_id or run_info.get("latest_model_id")
+    default_n = int(run_info.get("scorings", {}).get(chosen, {}).get("n", 8))
+    bucket_rule = BucketRule(kind=rule, n=n or default_n, easy_min=easy_min, hard_max=hard_max)
+    report = build_splits(
+        run, out, bucket_rule, model_id, previous_model_id=previous_model_id, command=_command_line(ctx)
+    )
+    table = Table(title=f"buckets of {report.model_id}")
+    table.add_column("bucket")
+    table.add_column("questions", justify="right")
+    for b, k in report.counts.items():
+        table.add_row(b, str(k))
+    console.print(table)
+    if report.transitions:
+        moved = Table(title=f"transitions from {report.previous_model_id}")
+        for col in ("from", "to", "questions"):
+            moved.add_column(col)
+        for t in report.transitions:
+            moved.add_row(t["from_bucket"], t["to_bucket"], str(t["questions"]))
+        console.print(moved)
+    console.print(
+        f"wrote {', '.join(Path(p).name for p in report.outputs.values())} and {REPORT_FILE} to {out}"
     )

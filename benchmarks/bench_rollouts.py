@@ -1,0 +1,162 @@
+"""Rollout throughput and adaptive-sampling savings.
+
+1. Rollouts per second of the transformers backend with the ``small`` tiny model on CPU
+   (``OMP_NUM_THREADS`` set explicitly, ``--threads``), on the synthetic RL pool.
+2. Adaptive vs fixed ``n = 8`` rollout counts on the synthetic RL pool with that model. A
+   random tiny model answers nearly everything wrong, so nearly every question is hard and
+   needs all 8 samples: expect little saving there.
+3. The same comparison on a replayed PeBR-shaped rollout file with a realistic mix (the
+   shared ``gen_grpo.py``: about 30% easy, 45% medium, 25% hard), with the replayed
+   accuracies. Buckets must be identical; the saving is compared with the best any
+   exact-bucket scheme can do (stop every medium question at its first disagreeing sample).
+
+Usage::
+
+    python benchmarks/bench_rollouts.py [--questions 32] [--replay-questions 20000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--questions", type=int, default=32, help="synthetic RL questions for the tiny model")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / torch threads")
+    ap.add_argument("--replay-questions", type=int, default=20_000)
+    ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from benchmarks._common import run_generator
+    from curation.difficulty import AdaptiveConfig, question_stats, score_dataset
+    from curation.engines import ReplayEngine, SamplingParams, TransformersEngine
+    from curation.synth import generate_dataset
+    from trainer.tiny import build_tiny_vlm
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_rollouts_"))
+    result: dict = {"threads": args.threads, "cpus": os.cpu_count()}
+
+    # 1 + 2: the small tiny model on the synthetic pool
+    data = work / "synth"
+    generate_dataset(data, sft=8, rl=args.questions, test=8, seed=0)
+    model = work / "small"
+    build_tiny_vlm(model, preset="small", seed=0)
+    sampling = SamplingParams(n=8, max_new_tokens=args.max_new_tokens)
+    counts = {}
+    for mode in ("fixed", "adaptive"):
+        engine = TransformersEngine(model, batch_size=args.batch_size)
+        t0 = time.perf_counter()
+        report = score_dataset(
+            data / "rl.parquet",
+            engine,
+            work / f"tiny_{mode}",
+            sampling=sampling,
+            adaptive=AdaptiveConfig() if mode == "adaptive" else None,
+            batch_size=args.batch_size,
+        )
+        counts[mode] = report
+        print(
+            f"tiny small model, {mode}: {report.rollouts_new} rollouts in {time.perf_counter() - t0:.1f} s "
+            f"({report.rollouts_per_second:.1f} rollouts/s incl. scoring), buckets {report.buckets}",
+            flush=True,
+        )
+    result["tiny"] = {
+        "questions": args.questions,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "rollouts_per_second": counts["fixed"].rollouts_per_second,
+        "fixed_rollouts": counts["fixed"].rollouts_stored,
+        "adaptive_rollouts": counts["adaptive"].rollouts_stored,
+        "saved_fraction": round(1 - counts["adaptive"].rollouts_stored / counts["fixed"].rollouts_stored, 4),
+        "adaptive_seconds": counts["adaptive"].seconds,
+        "fixed_seconds": counts["fixed"].seconds,
+        "buckets_fixed": counts["fixed"].buckets,
+        "buckets_adaptive": counts["adaptive"].buckets,
+    }
+
+    # 3: a replayed file with a realistic mix
+    replay_dir = work / f"grpo_{args.replay_questions}"
+    run_generator("gen_grpo.py", ["--questions", str(args.replay_questions), "--out", str(replay_dir)])
+    dataset = replay_dir / "dataset" / "grpo" / "pebr_grpo_dataset.json"
+    engine = ReplayEngine(replay_dir / "_rollout_outputs" / "rollout_results.jsonl")
+    reports, buckets = {}, {}
+    for mode in ("fixed", "adaptive"):
+        t0 = time.perf_counter()
+        reports[mode] = score_dataset(
+            dataset,
+            engine,
+            work / f"replay_{mode}",
+            adaptive=AdaptiveConfig() if mode == "adaptive" else None,
+            trust_replayed_scores=True,
+            batch_size=512,
+        )
+        stats = question_stats(work / f"replay_{mode}", engine.model_id)
+        buckets[mode] = dict(zip(stats["uid"], stats["bucket"], strict=True))
+        print(
+            f"replay, {mode}: {reports[mode].rollouts_stored} rollouts, {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+    same = buckets["fixed"] == buckets["adaptive"]
+    # the least any exact scheme needs: all n for easy/hard, up to the first disagreement for medium
+    fixed_rows = question_stats(work / "replay_fixed", engine.model_id)
+    from curation.rollouts import RolloutStore
+
+    frame = (
+        RolloutStore(work / "replay_fixed")
+        .read(engine.model_id, columns=["correct"])
+        .sort("uid", "sample_index")
+    )
+    best = 0
+    for _, group in frame.group_by("uid", maintain_order=True):
+        seq = group["correct"].to_list()
+        first = next((k for k in range(1, len(seq)) if seq[k] != seq[0]), None)
+        best += len(seq) if first is None else first + 1
+    fixed_n = reports["fixed"].rollouts_stored
+    result["replay"] = {
+        "questions": args.replay_questions,
+        "bucket_mix": {
+            b: int((fixed_rows["bucket"] == b).sum()) for b in ("easy", "medium", "hard", "undecided")
+        },
+        "fixed_rollouts": fixed_n,
+        "adaptive_rollouts": reports["adaptive"].rollouts_stored,
+        "saved_fraction": round(1 - reports["adaptive"].rollouts_stored / fixed_n, 4),
+        "best_possible_saved_fraction": round(1 - best / fixed_n, 4),
+        "identical_buckets": same,
+        "adaptive_rounds": list(AdaptiveConfig().rounds),
+    }
+    print(
+        f"tiny small model on CPU ({args.threads} thread(s)): {result['tiny']['rollouts_per_second']:.1f} rollouts/s; "
+        f"adaptive saved {result['tiny']['saved_fraction']:.1%} on the synthetic pool "
+        f"(buckets {result['tiny']['buckets_fixed']})"
+    )
+    print(
+        f"replayed gen_grpo mix {result['replay']['bucket_mix']}: adaptive {result['replay']['adaptive_rollouts']} vs "
+        f"fixed {fixed_n} rollouts = {result['replay']['saved_fraction']:.1%} saved "
+        f"(best possible with exact buckets {result['replay']['best_possible_saved_fraction']:.1%}); "
+        f"identical buckets: {same}"
+    )
+    if not same:
+        raise SystemExit("adaptive buckets differ from fixed ones")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
