@@ -68,17 +68,31 @@ def test_smoke_pipeline_with_ready_splits(inputs, tmp_path, capsys):
     assert {steps[n]["status"] for n in ("sft", "stage1", "stage2")} == {"skipped (done before)"}
 
 
-def test_pipeline_without_scoring_modules_says_what_to_do(inputs, tmp_path, capsys):
-    """Until curation.difficulty lands, the scoring steps fail with a clear message."""
-    import importlib.util
+def _replay_file(pool: Path, out: Path, n: int) -> Path:
+    """Rollouts for every pool question, as a PeBR rollout file: question i is answered right
+    n/n times (i % 3 == 0, easy), once (medium) or never (hard)."""
+    from curation.schema import from_arrow, read_parquet
 
+    rows = []
+    for i, rec in enumerate(from_arrow(read_parquet(str(pool)))):
+        right = [n, 1, 0][i % 3]
+        for k in range(n):
+            answer = rec["answer"] if k < right else "99"
+            rows.append({"qid": rec["uid"], "response": f"### The final answer is: {answer}", "score": None})
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_scores_splits_and_rebuckets(inputs, tmp_path):
+    """SFT -> difficulty (replayed rollouts, rescored with pebr_sample) -> splits -> stage 1 ->
+    re-bucketing of the reasoning split -> stage 2, all through the curation package."""
     from trainer.cli import run
 
-    if importlib.util.find_spec("curation.difficulty") is not None:
-        pytest.skip(
-            "curation.difficulty is installed: the scoring steps are covered by the full pipeline test"
-        )
     sft, _ = inputs
+    pool = write_split(tmp_path / "pool", "rl.parquet", 9, with_messages=False, seed=5)
+    replay = _replay_file(pool, tmp_path / "rollouts.jsonl", n=2)
+    out = tmp_path / "run"
     code = run(
         [
             "train",
@@ -86,12 +100,28 @@ def test_pipeline_without_scoring_modules_says_what_to_do(inputs, tmp_path, caps
             "--config",
             str(SMOKE),
             "--out",
-            str(tmp_path / "run"),
+            str(out),
             "--set",
             f"sft.data.train={sft}",
             "--set",
-            "difficulty.pool=/nonexistent.parquet",
+            f"difficulty.pool={pool}",
+            "--set",
+            "difficulty.backend=replay",
+            "--set",
+            f"difficulty.options.path={replay}",
+            "--set",
+            "rebucket.enabled=true",
         ]
     )
-    assert code == 2
-    assert "splits.from_dir" in " ".join(capsys.readouterr().err.split())
+    assert code == 0
+    report = json.loads((out / "splits" / "splits_report.json").read_text())
+    assert {k: report["counts"][k] for k in ("easy", "medium", "hard")} == {"easy": 3, "medium": 3, "hard": 3}
+    s1, s2 = read_stage(out / "stage1"), read_stage(out / "stage2")
+    assert s1["config"]["data"]["train"] == str(out / "splits" / "perception.parquet")
+    assert s1["summary"]["prompts"] == 3
+    # stage 2 reads the re-bucketed reasoning split (scored again, by the same replayed file here)
+    assert s2["config"]["data"]["train"] == str(out / "rebucket" / "splits" / "reasoning.parquet")
+    assert s2["summary"]["prompts"] == 3
+    steps = json.loads((out / "pipeline.json").read_text())["steps"]
+    assert steps["difficulty"]["buckets"]["easy"] == 3
+    assert steps["rebucket"]["status"] == "done"

@@ -397,14 +397,28 @@ class DifficultyConfig:
     temperature: float = field(default=1.2, metadata={"help": "Sampling temperature (PeBR: 1.2)."})
     top_p: float = field(default=0.99, metadata={"help": "Nucleus sampling mass (PeBR: 0.99)."})
     max_new_tokens: int = field(default=2048, metadata={"help": "Most tokens of a rollout."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    backend: Literal["transformers", "vllm", "replay"] = field(
+        default="transformers",
+        metadata={"help": "Rollout engine of curation.engines ('replay' reads options.path, no model)."},
+    )
+    batch_size: int = field(default=8, metadata={"help": "Questions per engine call."})
+    adaptive: bool = field(
+        default=False,
+        metadata={
+            "help": "Stop sampling a question once it has a correct and a wrong answer (same buckets)."
+        },
+    )
     options: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Further options of curation.difficulty.score_dataset (engine, batch size, ...)."},
+        metadata={"help": "Further keyword arguments of curation.engines.make_engine (vLLM settings, ...)."},
     )
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"difficulty.n must be >= 1, got {self.n}")
+        if self.batch_size < 1:
+            raise ValueError(f"difficulty.batch_size must be >= 1, got {self.batch_size}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("difficulty.temperature must be >= 0 and difficulty.top_p in (0, 1]")
 
@@ -434,6 +448,13 @@ class RebucketConfig:
 
     enabled: bool = field(
         default=False, metadata={"help": "Re-score and rebuild the stage-2 split after stage 1."}
+    )
+    scope: Literal["reasoning", "pool"] = field(
+        default="reasoning",
+        metadata={
+            "help": "'reasoning': re-score the reasoning split only (stage 2 keeps what is still medium); "
+            "'pool': re-score the whole RL pool (questions stage 1 made solvable can join stage 2)."
+        },
     )
 
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from trainer.config import PipelineConfig, replace
+from trainer.config import DifficultyConfig, PipelineConfig, replace
 from trainer.config_io import to_dict
 
 log = logging.getLogger(__name__)
@@ -151,28 +152,99 @@ def _stage_outcome(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _require_curation(module: str) -> Any:
-    import importlib
+def _engine(config: DifficultyConfig, model_dir: str) -> Any:
+    import torch
 
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ImportError(
-            f"the pipeline's scoring steps need {module}, which this installation lacks; "
-            "give ready splits with --set splits.from_dir=DIR"
-        ) from exc
+    from curation.engines import make_engine
+
+    options = dict(config.options)
+    if config.backend == "replay":
+        # rollouts produced elsewhere (a PeBR rollout_results.jsonl, ...): no model is loaded
+        from curation.engines import ReplayColumns
+
+        path = options.pop("path", None)
+        if not path:
+            raise ValueError("difficulty.backend 'replay' needs difficulty.options.path (the rollout file)")
+        columns = ReplayColumns(**options.pop("columns", {}))
+        return make_engine("replay", path, replay_columns=columns, **options)
+    device = "cuda" if torch.cuda.is_available() else None
+    return make_engine(config.backend, model_dir, batch_size=config.batch_size, device=device, **options)
+
+
+def _score(
+    config: DifficultyConfig, data: str, image_root: str | None, model_dir: str, run_dir: Path
+) -> dict:
+    """Score ``data`` with ``model_dir`` into ``run_dir`` (main process only; resumable: stored
+    rollouts are skipped, so a rerun of a finished scoring only reads)."""
+    from curation.difficulty import score_dataset
+    from curation.engines import SamplingParams
+
+    sampling = SamplingParams(
+        n=config.n,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
+    report = score_dataset(
+        data,
+        _engine(config, model_dir),
+        run_dir,
+        sampling=sampling,
+        preset=config.preset,
+        adaptive=config.adaptive or None,
+        batch_size=config.batch_size,
+        image_root=image_root,
+        command="pebr train pipeline",
+    )
+    return report.to_dict()
+
+
+def _split(run_dir: Path, out_dir: Path, rule: dict[str, Any], model_id: str | None = None) -> dict:
+    from curation.difficulty import BucketRule
+    from curation.splits import build_splits
+
+    bucket_rule = BucketRule(**rule) if rule else None
+    return build_splits(run_dir, out_dir, bucket_rule, model_id, command="pebr train pipeline").to_dict()
+
+
+def _main_only(fn: Any) -> Any:
+    """Run ``fn()`` on the main process while the others wait; return its result everywhere
+    (read back from disk by the caller)."""
+    state = _state()
+    result = fn() if state.is_main_process else None
+    state.wait_for_everyone()
+    return result
 
 
 def score_and_split(
     config: PipelineConfig, model_dir: str, out: Path, steps: dict[str, Any], force: tuple[str, ...]
 ) -> Path:
-    """Difficulty-score the RL pool with ``model_dir`` and build the splits (curation package)."""
-    difficulty = _require_curation("curation.difficulty")
-    splits = _require_curation("curation.splits")
-    raise NotImplementedError(
-        f"difficulty scoring and splits are not wired yet ({difficulty.__name__}, {splits.__name__}); "
-        "give ready splits with --set splits.from_dir=DIR"
-    )
+    """Difficulty-score the RL pool with ``model_dir`` (curation.difficulty) and build the
+    splits (curation.splits) into ``out/difficulty`` and ``out/splits``."""
+    from trainer.data import resolve_image_root
+
+    cfg = config.difficulty
+    if not cfg.pool:
+        raise ValueError(
+            "difficulty.pool is required (the RL questions), or give ready splits: splits.from_dir"
+        )
+    run_dir, splits_dir = out / "difficulty", out / "splits"
+    if "difficulty" in force and _state().is_main_process:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    root = resolve_image_root(cfg.pool, cfg.image_root)
+    scored = _main_only(lambda: _score(cfg, cfg.pool, root, model_dir, run_dir))
+    split = _main_only(lambda: _split(run_dir, splits_dir, config.splits.rule))
+    if scored is not None:
+        steps["difficulty"] = {
+            "status": "done",
+            "model_id": scored["model_id"],
+            "buckets": scored["buckets"],
+            "rollouts_new": scored["rollouts_new"],
+            "seconds": scored["seconds"],
+        }
+        steps["splits"] = {"status": "done", "counts": split["counts"], "dir": str(splits_dir)}
+    return splits_dir
 
 
 def rebucket(
@@ -183,8 +255,36 @@ def rebucket(
     steps: dict[str, Any],
     force: tuple[str, ...],
 ) -> Path:
-    """Re-score the reasoning pool with the stage-1 model and rebuild the stage-2 split."""
-    _require_curation("curation.difficulty")
-    raise NotImplementedError(
-        "re-bucketing is not wired yet: it needs curation.difficulty and curation.splits"
+    """Re-score with the stage-1 model and rebuild the stage-2 split; returns its path.
+
+    ``scope="reasoning"`` scores the reasoning split's questions into ``out/rebucket/run``;
+    ``scope="pool"`` scores the whole pool into the difficulty run (keyed by model, so the SFT
+    model's rollouts stay and the report shows how questions moved).
+    """
+    from trainer.data import resolve_image_root
+
+    cfg = config.difficulty
+    target = out / "rebucket"
+    if "rebucket" in force and _state().is_main_process:
+        shutil.rmtree(target, ignore_errors=True)
+    if config.rebucket.scope == "reasoning":
+        data = str(splits_dir / REASONING_SPLIT)
+        run_dir = target / "run"
+    else:
+        if not cfg.pool:
+            raise ValueError("rebucket.scope 'pool' needs difficulty.pool")
+        data, run_dir = cfg.pool, out / "difficulty"
+    root = resolve_image_root(data, None if config.rebucket.scope == "reasoning" else cfg.image_root)
+    scored = _main_only(lambda: _score(cfg, data, root, model_dir, run_dir))
+    split = _main_only(
+        lambda: _split(run_dir, target / "splits", config.splits.rule, scored["model_id"] if scored else None)
     )
+    if scored is not None:
+        steps["rebucket"] = {
+            "status": "done",
+            "scope": config.rebucket.scope,
+            "model_id": scored["model_id"],
+            "counts": split["counts"],
+            "transitions": split.get("transitions"),
+        }
+    return target / "splits" / REASONING_SPLIT
