@@ -1,6 +1,7 @@
 """Evaluation on a held-out split with the verifiable rewards: accuracy, components, pass@k.
 
-The model answers every question of the split ``n`` times; each answer is scored by a reward
+The model answers every question of the split ``n`` times through a rollout engine of
+:mod:`curation.engines` (transformers, or vLLM on GPUs); each answer is scored by a reward
 preset. The report (JSON) holds ``accuracy`` (mean correctness over all answers, the pass@1
 estimate), ``components`` (the mean of every reward component over the answers it applies
 to, and of the total), ``per_task`` (the same per task), ``pass_at_k`` (unbiased estimator,
@@ -49,6 +50,10 @@ class EvalConfig:
     batch_size: int = field(default=8, metadata={"help": "Questions per generation batch."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     preset_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Preset overrides."})
+    backend: str = field(
+        default="transformers",
+        metadata={"help": "Generation engine of curation.engines: transformers or vllm."},
+    )
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -57,6 +62,8 @@ class EvalConfig:
             raise ValueError("batch_size and max_new_tokens must be >= 1")
         if self.temperature is not None and self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.backend not in ("transformers", "vllm"):
+            raise ValueError(f"backend must be 'transformers' or 'vllm', got {self.backend!r}")
         if self.n > 1 and self.temperature == 0:
             raise ValueError("n > 1 with temperature 0 gives n identical answers; sample (temperature > 0)")
 
@@ -129,47 +136,54 @@ def evaluate(
     (and the answers to ``<out stem>.samples.jsonl``) when given."""
     import torch
 
-    from rewards.alignment import load_image
+    from curation.engines import RolloutRequest, SamplingParams, make_engine
     from rewards.presets import get_preset
     from trainer.data import read_records, resolve_image_root
-    from trainer.vlm import generate_batch, load_vlm
 
     start = time.perf_counter()
     preset = get_preset(config.preset, config.preset_overrides or None)
     records = read_records(config.data, config.max_samples)
     root = resolve_image_root(config.data, config.image_root)
-    model, processor = load_vlm(config.model, device="cuda" if torch.cuda.is_available() else None)
+    device = "cuda" if torch.cuda.is_available() else None
+    engine = make_engine(config.backend, config.model, batch_size=config.batch_size, device=device)
     temperature = config.sampling_temperature
+    sampling = SamplingParams(
+        n=config.n,
+        temperature=temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
     rows: list[dict[str, Any]] = []
     for begin in range(0, len(records), config.batch_size):
         chunk = records[begin : begin + config.batch_size]
-        prompts = [
-            ([load_image(img, root) for img in rec.get("images") or []], rec["question"]) for rec in chunk
+        requests = [
+            RolloutRequest(
+                uid=rec["uid"],
+                question=rec["question"],
+                images=tuple(rec.get("images") or ()),
+                sample_indices=tuple(range(config.n)),
+                image_root=root,
+            )
+            for rec in chunk
         ]
-        outs = generate_batch(
-            model,
-            processor,
-            prompts,
-            n=config.n,
-            max_new_tokens=config.max_new_tokens,
-            temperature=temperature,
-            top_p=config.top_p,
-            seed=config.seed + begin,
+        outs = engine.generate(requests, sampling)
+        pairs = [(rec, sample) for rec, samples in zip(chunk, outs, strict=True) for sample in samples]
+        results = preset.score_batch(
+            [s.text for _, s in pairs],
+            [rec for rec, _ in pairs],
+            [s.n_tokens for _, s in pairs],
+            image_root=root,
         )
-        texts = [o.text for answers in outs for o in answers]
-        tokens = [o.n_tokens for answers in outs for o in answers]
-        recs = [rec for rec in chunk for _ in range(config.n)]
-        results = preset.score_batch(texts, recs, tokens, image_root=root)
-        for i, (rec, res) in enumerate(zip(recs, results, strict=True)):
-            answer = outs[i // config.n][i % config.n]
+        for (rec, sample), res in zip(pairs, results, strict=True):
             rows.append(
                 {
                     "uid": rec["uid"],
                     "task": rec.get("task") or "other",
-                    "sample": i % config.n,
-                    "response": answer.text,
-                    "n_tokens": answer.n_tokens,
-                    "finish_reason": answer.finish_reason,
+                    "sample": sample.sample_index,
+                    "response": sample.text,
+                    "n_tokens": sample.n_tokens,
+                    "finish_reason": sample.finish_reason,
                     "correct": res.correct,
                     "total": res.total,
                     "components": res.components,
@@ -181,6 +195,7 @@ def evaluate(
 
     report: dict[str, Any] = {
         "model": config.model,
+        "model_id": engine.model_id,
         "data": config.data,
         "preset": preset.name,
         "n": config.n,

@@ -212,6 +212,7 @@ def eval_command(
     max_new_tokens: int = typer.Option(2048, help="Most tokens of an answer."),
     batch_size: int = typer.Option(8, help="Questions per generation batch."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    backend: str = typer.Option("transformers", help="Generation engine: transformers or vllm (GPUs)."),
 ) -> None:
     """Evaluate a model on a held-out split: accuracy, every reward component, per task, pass@k."""
     from rich.console import Console
@@ -231,6 +232,7 @@ def eval_command(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         seed=seed,
+        backend=backend,
     )
     report = evaluate(cfg, out)
     table = Table(title=f"eval {model} on {data} ({report['preset']}, n={n})")
