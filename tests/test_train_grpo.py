@@ -70,6 +70,8 @@ def test_stage_logs_every_reward_component_and_reloads(tiny_nano_dir, split, tmp
     model, processor = load_vlm(out)
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert processor.image_processor is not None
+    checkpoint, _ = load_vlm(out / "checkpoint-1")  # a checkpoint is a loadable model too
+    assert checkpoint.config.model_type == model.config.model_type
     assert (out / "dropped_prompts.jsonl").read_text() == ""
 
 

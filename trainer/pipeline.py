@@ -49,8 +49,8 @@ def _state() -> Any:
 
 def resolve_base_model(config: PipelineConfig, out: Path) -> str:
     """``model.path``, or the directory of the tiny model a ``tiny:<preset>`` path names (built
-    once, on the main process, with the SFT data's directory as tokenizer corpus when it holds
-    sft.json / rl.json)."""
+    once, on the main process; its tokenizer corpus is the synthetic data next to the SFT data
+    or the RL pool, the directory holding sft.json / rl.json, when there is one)."""
     path = config.model.path
     if not path:
         raise ValueError("model.path is required: a model directory, a Hub id, or tiny:nano / tiny:small")
@@ -60,9 +60,10 @@ def resolve_base_model(config: PipelineConfig, out: Path) -> str:
 
     preset = path[len(TINY_PREFIX) :]
     target = out / "base_model"
-    data_dir = Path(config.sft.data.train).parent if config.sft.data.train else None
-    if data_dir is not None and not any((data_dir / n).is_file() for n in ("sft.json", "rl.json")):
-        data_dir = None
+    candidates = [Path(p).parent for p in (config.sft.data.train, config.difficulty.pool) if p]
+    data_dir = next(
+        (d for d in candidates if any((d / name).is_file() for name in ("sft.json", "rl.json"))), None
+    )
     state = _state()
     if state.is_main_process:
         build_tiny_vlm(target, preset=preset, data_dir=data_dir, seed=config.sft.seed)
