@@ -68,14 +68,16 @@ def test_smoke_pipeline_with_ready_splits(inputs, tmp_path, capsys):
     assert {steps[n]["status"] for n in ("sft", "stage1", "stage2")} == {"skipped (done before)"}
 
 
-def _replay_file(pool: Path, out: Path, n: int) -> Path:
-    """Rollouts for every pool question, as a PeBR rollout file: question i is answered right
-    n/n times (i % 3 == 0, easy), once (medium) or never (hard)."""
+def _replay_file(pool: Path, out: Path, n: int, pattern: tuple[int, ...] | None = None) -> Path:
+    """Rollouts for every pool question, as a PeBR rollout file: by default question i is
+    answered right n/n times (i % 3 == 0, easy), once (medium) or never (hard); ``pattern``
+    gives the right answers per question in turn instead."""
     from curation.schema import from_arrow, read_parquet
 
     rows = []
     for i, rec in enumerate(from_arrow(read_parquet(str(pool)))):
-        right = [n, 1, 0][i % 3]
+        cycle = pattern or (n, 1, 0)
+        right = cycle[i % len(cycle)]
         for k in range(n):
             answer = rec["answer"] if k < right else "99"
             rows.append({"qid": rec["uid"], "response": f"### The final answer is: {answer}", "score": None})
@@ -125,3 +127,24 @@ def test_smoke_pipeline_scores_splits_and_rebuckets(inputs, tmp_path):
     steps = json.loads((out / "pipeline.json").read_text())["steps"]
     assert steps["difficulty"]["buckets"]["easy"] == 3
     assert steps["rebucket"]["status"] == "done"
+
+
+@pytest.mark.slow
+def test_empty_easy_bucket_skips_stage1(inputs, tmp_path):
+    """A warm-up model that solves nothing every time leaves no perception data: stage 1 is
+    skipped (and said so) and stage 2 starts from the SFT model."""
+    from trainer.cli import run
+
+    sft, _ = inputs
+    pool = write_split(tmp_path / "pool", "rl.parquet", 4, with_messages=False, seed=6)
+    replay = _replay_file(pool, tmp_path / "rollouts.jsonl", n=2, pattern=(1, 0))
+    out = tmp_path / "run"
+    sets = [f"sft.data.train={sft}", f"difficulty.pool={pool}", "difficulty.backend=replay"]
+    sets += [f"difficulty.options.path={replay}", "rebucket.enabled=true"]
+    args = ["train", "pipeline", "--config", str(SMOKE), "--out", str(out)]
+    assert run([*args, *[x for item in sets for x in ("--set", item)]]) == 0
+    steps = json.loads((out / "pipeline.json").read_text())["steps"]
+    assert steps["stage1"] == {"status": "skipped", "reason": "the perception (easy) split is empty"}
+    assert steps["rebucket"]["reason"] == "stage 1 did not run"
+    assert read_stage(out / "stage2")["config"]["model"]["path"] == str(out / "sft")
+    assert not (out / "stage1").exists()

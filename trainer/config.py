@@ -398,6 +398,12 @@ class DifficultyConfig:
     top_p: float = field(default=0.99, metadata={"help": "Nucleus sampling mass (PeBR: 0.99)."})
     max_new_tokens: int = field(default=2048, metadata={"help": "Most tokens of a rollout."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    max_questions: int | None = field(
+        default=None,
+        metadata={
+            "help": "Score only the first N questions of the pool (written to difficulty/pool.parquet)."
+        },
+    )
     backend: Literal["transformers", "vllm", "replay"] = field(
         default="transformers",
         metadata={"help": "Rollout engine of curation.engines ('replay' reads options.path, no model)."},
@@ -419,6 +425,8 @@ class DifficultyConfig:
             raise ValueError(f"difficulty.n must be >= 1, got {self.n}")
         if self.batch_size < 1:
             raise ValueError(f"difficulty.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_questions is not None and self.max_questions < 1:
+            raise ValueError(f"difficulty.max_questions must be >= 1 or null, got {self.max_questions}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("difficulty.temperature must be >= 0 and difficulty.top_p in (0, 1]")
 

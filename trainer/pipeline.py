@@ -123,25 +123,43 @@ def run_pipeline(config: PipelineConfig, out: str | Path, *, force: tuple[str, .
         model=replace(model, path=sft_dir),
         data={"train": str(splits_dir / PERCEPTION_SPLIT)},
     )
-    steps["stage1"] = _stage_outcome(run_grpo(s1, stage="stage1", force="stage1" in force))
+    stage1_dir = s1.output_dir
+    if _rows(splits_dir / PERCEPTION_SPLIT):
+        steps["stage1"] = _stage_outcome(run_grpo(s1, stage="stage1", force="stage1" in force))
+    else:
+        # a weak warm-up model solves nothing 8/8: there is no easy bucket to train on
+        log.warning("stage1: the perception split is empty; stage 2 starts from the SFT model")
+        steps["stage1"] = {"status": "skipped", "reason": "the perception (easy) split is empty"}
+        stage1_dir = sft_dir
     _write_summary(out, config, steps)
 
     reasoning = splits_dir / REASONING_SPLIT
-    if config.rebucket.enabled:
-        reasoning = rebucket(config, s1.output_dir, splits_dir, out, steps, force)
+    if config.rebucket.enabled and stage1_dir != sft_dir:
+        reasoning = rebucket(config, stage1_dir, splits_dir, out, steps, force)
         _write_summary(out, config, steps)
     else:
-        steps["rebucket"] = {"status": "skipped", "reason": "rebucket.enabled is false"}
+        why = "rebucket.enabled is false" if not config.rebucket.enabled else "stage 1 did not run"
+        steps["rebucket"] = {"status": "skipped", "reason": why}
 
     s2 = replace(
         config.stage2,
         output_dir=str(out / "stage2"),
-        model=replace(model, path=s1.output_dir),
+        model=replace(model, path=stage1_dir),
         data={"train": str(reasoning)},
     )
-    steps["stage2"] = _stage_outcome(run_grpo(s2, stage="stage2", force="stage2" in force))
+    if _rows(reasoning):
+        steps["stage2"] = _stage_outcome(run_grpo(s2, stage="stage2", force="stage2" in force))
+    else:
+        log.warning("stage2: the reasoning split is empty; nothing to train")
+        steps["stage2"] = {"status": "skipped", "reason": "the reasoning (medium) split is empty"}
     _write_summary(out, config, steps)
     return steps
+
+
+def _rows(split: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(split).metadata.num_rows
 
 
 def _stage_outcome(info: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +219,17 @@ def _score(
     return report.to_dict()
 
 
+def _head(source: str, n: int, target: Path) -> None:
+    """The first ``n`` records of ``source`` as ``target`` (rewritten only when they change)."""
+    from curation.schema import read_parquet, write_parquet
+
+    table = read_parquet(source).slice(0, n)
+    if target.is_file() and read_parquet(str(target)).equals(table):
+        return  # keep the file the run was scored on
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(table, str(target))
+
+
 def _split(run_dir: Path, out_dir: Path, rule: dict[str, Any], model_id: str | None = None) -> dict:
     from curation.difficulty import BucketRule
     from curation.splits import build_splits
@@ -234,7 +263,11 @@ def score_and_split(
     if "difficulty" in force and _state().is_main_process:
         shutil.rmtree(run_dir, ignore_errors=True)
     root = resolve_image_root(cfg.pool, cfg.image_root)
-    scored = _main_only(lambda: _score(cfg, cfg.pool, root, model_dir, run_dir))
+    pool = cfg.pool
+    if cfg.max_questions is not None:
+        pool = str(run_dir / "pool.parquet")
+        _main_only(lambda: _head(cfg.pool, cfg.max_questions, Path(pool)))
+    scored = _main_only(lambda: _score(cfg, pool, root, model_dir, run_dir))
     split = _main_only(lambda: _split(run_dir, splits_dir, config.splits.rule))
     if scored is not None:
         steps["difficulty"] = {
