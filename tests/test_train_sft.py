@@ -146,3 +146,36 @@ def test_bad_inputs_fail_clearly(tiny_nano_dir, tmp_path, breakage, error, messa
         run_sft(_cfg(tiny_nano_dir, path, out))
     if out:
         assert read_stage(out) is None  # nothing half-written for a run that never started
+
+
+@pytest.mark.parametrize(
+    ("report", "explicit", "expected"),
+    [
+        (None, None, "data"),  # no report: the data file's directory
+        ({"splits_report.json": "ABS"}, None, "images"),  # the splits' absolute image root
+        ({"report.json": "images"}, None, "images"),  # the filter's root, relative to the cwd
+        ({"report.json": "../images"}, None, "images"),  # relative to the report's folder
+        ({"report.json": "ABS"}, "explicit", "explicit"),  # an explicit root wins
+    ],
+)
+def test_resolve_image_root(tmp_path, monkeypatch, report, explicit, expected):
+    from trainer.data import resolve_image_root
+
+    for name in ("data", "images", "explicit"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    for file, value in (report or {}).items():
+        root = str(tmp_path / "images") if value == "ABS" else value
+        (tmp_path / "data" / file).write_text(json.dumps({"image_root": root}))
+    got = resolve_image_root(tmp_path / "data" / "x.parquet", str(tmp_path / explicit) if explicit else None)
+    assert got == str((tmp_path / expected).resolve())
+
+
+def test_resolve_image_root_errors(tmp_path):
+    from trainer.data import resolve_image_root
+
+    with pytest.raises(FileNotFoundError, match=r"image root .* is not a directory"):
+        resolve_image_root(tmp_path / "x.parquet", str(tmp_path / "nope"))
+    (tmp_path / "report.json").write_text(json.dumps({"image_root": "missing"}))
+    with pytest.raises(FileNotFoundError, match="image_root 'missing' is not a directory"):
+        resolve_image_root(tmp_path / "x.parquet")

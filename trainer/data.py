@@ -81,7 +81,12 @@ def resolve_image_root(data_path: str | os.PathLike[str], explicit: str | None =
             except (json.JSONDecodeError, AttributeError) as exc:
                 raise ValueError(f"{report}: not a JSON object with an image_root: {exc}") from exc
             if value:
-                root = Path(value) if Path(value).is_absolute() else folder / value
+                # relative roots: to the report's folder, else to the working directory (the
+                # filter records the root as it was given on its command line)
+                tries = [Path(value)] if Path(value).is_absolute() else [folder / value, Path(value)]
+                root = next((t for t in tries if t.is_dir()), None)
+                if root is None:
+                    raise FileNotFoundError(f"{report}: image_root {value!r} is not a directory")
                 log.info("image root %s (from %s)", root, report)
                 return str(root.resolve())
     return str(folder)
