@@ -238,7 +238,9 @@ def eval_command(
     table = Table(title=f"eval {model} on {data} ({report['preset']}, n={n})")
     names = list(report["components"])
     ks = list(report.get("pass_at_k", {}))
-    for col in ["task", "questions", "accuracy", *names, *[f"pass@{k}" for k in ks]]:
+    # "accuracy" is the share of correct answers; reward components get a prefix (one of them
+    # may be called accuracy too, a graded score)
+    for col in ["task", "questions", "accuracy", *[f"reward:{c}" for c in names], *[f"pass@{k}" for k in ks]]:
         table.add_column(col)
 
     def fmt(x: float | None) -> str:
