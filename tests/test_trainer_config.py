@@ -232,3 +232,63 @@ def test_every_option_has_help(kind):
     assert rows
     missing = [key for key, _, _, text in rows if not text]
     assert not missing, f"options without help: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "sft", "--set", "learning_rat=1e-5"], "unknown config key 'learning_rat'"),  # typo
+        (["train", "stage1", "--set", "beta=lots"], "beta: expected a number, got 'lots'"),  # type
+        (
+            ["train", "stage2", "--config", "/nonexistent.yaml"],
+            "config file /nonexistent.yaml does not exist",
+        ),
+        (
+            [
+                "train",
+                "pipeline",
+                "--config",
+                str(RECIPES / "smoke.yaml"),
+                "--out",
+                "/tmp/x",
+                "--set",
+                "stage9.beta=1",
+            ],
+            "unknown config key 'stage9'",
+        ),  # unknown section
+        (["train", "sft"], "output_dir is required"),  # nothing to run
+        (["train", "options", "stage3"], "unknown stage 'stage3'"),
+    ],
+)
+def test_cli_config_errors_are_one_red_line(args, message, capsys):
+    from trainer.cli import run
+
+    assert run(args) == 2
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert err.startswith("error:")
+    assert message in err
+
+
+def test_cli_prints_the_resolved_config(capsys):
+    import yaml
+
+    from trainer.cli import run
+
+    assert (
+        run(
+            [
+                "train",
+                "stage2",
+                "--config",
+                str(RECIPES / "stage2.yaml"),
+                "--set",
+                "beta=0.02",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["beta"] == 0.02
+    assert cfg["reward_preset"] == "pebr_stage2"
+    assert cfg["zero_adv"]["enabled"] is False
