@@ -83,9 +83,11 @@ def test_split(tmp_path_factory):
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_pebr_eval_cli(tiny_nano_dir, test_split, tmp_path, capsys, n):
+def test_pebr_eval_cli(tiny_nano_dir, test_split, tmp_path, capsys, monkeypatch, n):
     from curation.schema import from_arrow, read_parquet
     from trainer.cli import run
+
+    monkeypatch.setenv("COLUMNS", "200")  # a table wide enough for every column header
 
     out = tmp_path / "report.json"
     args = ["eval", "--model", str(tiny_nano_dir), "--data", str(test_split), "--preset", "pebr_stage2"]
@@ -107,6 +109,8 @@ def test_pebr_eval_cli(tiny_nano_dir, test_split, tmp_path, capsys, n):
     assert all(a["n_tokens"] <= 8 for a in answers)
     table = capsys.readouterr().out
     assert "accuracy" in table
+    assert "reward:format" in table
+    assert ("pass@2" in table) == (n > 1)
     assert "count" in table or "color" in table
 
 
