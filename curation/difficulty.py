@@ -22,7 +22,6 @@ backend, sampling parameters, preset, ``n``, adaptive settings and the command.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -439,6 +438,7 @@ def score_dataset(
     engine: RolloutEngine,
     out_dir: str | os.PathLike[str],
     *,
+    n: int | None = None,
     sampling: SamplingParams = SamplingParams(),
     preset: Any = "pebr_sample",
     adaptive: AdaptiveConfig | bool | None = None,
@@ -448,7 +448,7 @@ def score_dataset(
     trust_replayed_scores: bool = False,
     command: str | None = None,
 ) -> ScoreReport:
-    """Sample, score and store ``sampling.n`` rollouts per question (fewer with ``adaptive``).
+    """Sample, score and store ``n`` (``sampling.n``) rollouts per question (fewer with ``adaptive``).
 
     Resumable: stored rollouts of this model are skipped, so rerunning the same call after
     a crash finishes the job. ``batch_size`` questions go to the engine at a time (more in
@@ -457,6 +457,8 @@ def score_dataset(
     replayed file's own accuracy instead of rescoring its responses with ``preset``.
     """
     t_start = time.perf_counter()
+    if n is not None:
+        sampling = sampling.with_n(n)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if adaptive is True:
@@ -774,7 +776,3 @@ def transitions(stats: pl.DataFrame, from_model: str, to_model: str) -> pl.DataF
         .agg(pl.len().alias("questions"))
         .sort("from_bucket", "to_bucket")
     )
-
-
-def utc_now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()

@@ -36,11 +36,12 @@ import logging
 import mmap
 import os
 import re
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -152,7 +153,7 @@ class ScanResult:
     """
 
     n_lines: int
-    keys: list[bytes] = field(default_factory=list)
+    keys: Any = None  # a pyarrow binary array of the distinct key values
     key_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     key_line: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     scalar_tokens: list[bytes] = field(default_factory=list)
@@ -283,6 +284,18 @@ def derive_skeleton(line: bytes, key: Sequence[str], scalar: Sequence[str]) -> S
     return skel
 
 
+_local = threading.local()
+
+
+def _scratch(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two boolean buffers of ``n`` for this thread, reused across chunks (fresh 4 MB
+    temporaries per chunk cost page faults)."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None or len(bufs[0]) < n:
+        bufs = _local.bufs = (np.empty(n, dtype=bool), np.empty(n, dtype=bool))
+    return bufs[0][:n], bufs[1][:n]
+
+
 class _Chunk:
     """Structural index of one chunk of whole lines, checked against a skeleton."""
 
@@ -302,11 +315,13 @@ class _Chunk:
             self.words, self.base = words, start
             # bytes past the chunk read as the next chunk's; only the file's end needs padding
             self.padded = data[start : end + 8]
-        mask = c < 0x20
-        mask |= c == _QUOTE
-        mask |= c == _BACKSLASH
+        mask, tmp = _scratch(n)
+        np.less(c, 0x20, out=mask)
+        np.equal(c, _QUOTE, out=tmp)
+        mask |= tmp
+        np.equal(c, _BACKSLASH, out=tmp)
+        mask |= tmp
         pos = np.flatnonzero(mask).astype(np.int32)
-        del mask
         vals = c[pos]
         is_nl = vals == _NEWLINE
         nl = pos[is_nl]
@@ -565,7 +580,7 @@ def _scan(mm, data, size, key, scalar, workers, chunk_bytes) -> ScanResult:
     result.key_line = lines[valid]
     keep = pa.array(valid)
     keys = pa.chunked_array([p["key"] for p in parts], pa.binary()).filter(keep)
-    result.keys, result.key_index = _dictionary(keys)
+    result.keys, result.key_index = _dictionary(keys, as_arrow=True)
     result.scalar_tokens, result.scalar_index = _dictionary(scalar.filter(keep))
     return result
 
@@ -583,12 +598,16 @@ def _utf8_ok(buf: np.ndarray) -> bool:
     return True
 
 
-def _dictionary(arr) -> tuple[list[bytes], np.ndarray]:
-    """Distinct values of a binary array and each row's index into them (Arrow hashing)."""
+def _dictionary(arr, as_arrow: bool = False) -> tuple[Any, np.ndarray]:
+    """Distinct values of a binary array (a list of bytes, or the Arrow array) and each row's
+    index into them (Arrow hashing)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.binary())
     if len(arr) == 0:
-        return [], np.zeros(0, np.int64)
-    enc = pc.dictionary_encode(arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr)
-    return enc.dictionary.to_pylist(), enc.indices.to_numpy().astype(np.int64)
+        return (pa.array([], pa.binary()) if as_arrow else []), np.zeros(0, np.int64)
+    enc = pc.dictionary_encode(arr)
+    values = enc.dictionary if as_arrow else enc.dictionary.to_pylist()
+    return values, enc.indices.to_numpy().astype(np.int64)

@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,7 @@ def tally_rollouts(
         chunk_bytes=config.chunk_bytes,
     )
     import polars as pl
+    import pyarrow as pa
 
     tally = RolloutTally(n_lines=scan.n_lines, fast_lines=scan.n_fast, fast_unavailable=scan.fast_unavailable)
     frames = []
@@ -162,7 +163,7 @@ def tally_rollouts(
         frames.append(
             pl.DataFrame(
                 {
-                    "qid": pl.Series(scan.keys, dtype=pl.Binary).cast(pl.String),
+                    "qid": pl.from_arrow(scan.keys.cast(pa.string())),
                     "n": n,
                     "c": c.astype(np.int64),
                 }
@@ -304,7 +305,7 @@ class PebrSplitReport:
     fast_path_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def summary_lines(self) -> list[str]:
         """A few readable lines for the terminal."""
@@ -401,19 +402,55 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def numbers_outside_strings(raw: bytes) -> bool:
-    """Whether a JSON text has a number token (a digit outside every string).
+_LOOKBACK = 16
 
-    Vectorised over the bytes: quotes not escaped by a backslash run delimit the strings.
-    ``False`` proves the decoded data holds no float (nor an integer orjson would turn into
-    one), so orjson may write all of it.
+
+def numbers_outside_strings(raw: bytes) -> bool:
+    """Whether a JSON text may hold a number token (one outside every string).
+
+    A number token follows ``:``, ``[`` or ``,`` (after whitespace). A quick vectorised look
+    at every number-like start rules most texts out; when one looks like a token, an exact
+    check finds whether it sits outside the strings (quotes not escaped by a backslash run
+    delimit them). ``False`` proves the decoded data holds no float (nor an integer orjson
+    would turn into one), so orjson may write all of it.
     """
     import numpy as np
 
     c = np.frombuffer(raw, dtype=np.uint8)
-    digits = np.flatnonzero((c >= ord("0")) & (c <= ord("9")))
-    if len(digits) == 0:
+    is_digit = (c >= ord("0")) & (c <= ord("9"))
+    starts = np.flatnonzero(is_digit)
+    if len(starts) == 0:
         return False
+    # token starts: a digit not preceded by a digit (an optional minus sign before it)
+    prev = c[np.maximum(starts - 1, 0)]
+    starts = starts[(starts == 0) | ~is_digit[np.maximum(starts - 1, 0)]]
+    prev = c[np.maximum(starts - 1, 0)]
+    starts = np.where(prev == ord("-"), starts - 1, starts)
+    # the previous non-whitespace byte
+    ws = np.zeros(256, dtype=bool)
+    ws[list(b" \t\r\n")] = True
+    opener = np.zeros(256, dtype=bool)
+    opener[list(b":[,")] = True
+    pos = starts - 1
+    for _ in range(_LOOKBACK):
+        valid = pos >= 0
+        if not valid.any():
+            break
+        b = c[np.maximum(pos, 0)]
+        blank = valid & ws[b]
+        if np.any(valid & ~blank & opener[b]):
+            return _numbers_outside_strings_exact(c)
+        pos = pos[blank] - 1
+        if len(pos) == 0:
+            return False
+    # whitespace runs longer than the look-back: decide exactly
+    return bool(len(pos)) and _numbers_outside_strings_exact(c)
+
+
+def _numbers_outside_strings_exact(c) -> bool:
+    import numpy as np
+
+    digits = np.flatnonzero((c >= ord("0")) & (c <= ord("9")))
     pos = np.flatnonzero((c == 0x22) | (c == 0x5C))
     is_quote = c[pos] == 0x22
     bpos = pos[~is_quote]

@@ -335,3 +335,24 @@ def test_cli_pebr_format(tmp_path, capsys):
     reference_split(str(ro), str(ds), str(tmp_path / "ref"))
     _assert_same_files(tmp_path / "out", tmp_path / "ref")
     assert run(["curate", "split", "--rollouts", str(ro), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "has_numbers"),
+    [
+        ('[{"a": "x: 3.5"}]', False),  # a colon and a number inside a string
+        ('[{"a": 1}]', True),  # an object member
+        ("[1]", True),  # an array item
+        ("[\n  -2\n]", True),  # negative, after indentation
+        ('["a", 1e5]', True),  # exponent form after a comma
+        ('["ratio 3:2 and [4, 5]"]', False),  # looks like tokens, but in a string
+        ('{"k": "\\\\", "n": 7}', True),  # an escaped backslash closes the string before the number
+        ('{"k": "\\"", "n": "7"}', False),  # an escaped quote does not close the string
+        ('["' + " " * 40 + '", 3]', True),  # long whitespace inside a string before a real token
+    ],
+)
+def test_numbers_outside_strings(text, has_numbers):
+    from curation.pebr_compat import numbers_outside_strings
+
+    json.loads(text)
+    assert numbers_outside_strings(text.encode()) is has_numbers
