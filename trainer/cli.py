@@ -20,6 +20,7 @@ import typer
 from curation.cli import curate_app, data_app, review_app
 from explorer.cli import app as explore_app
 from rewards.cli import app as rewards_app
+from trainer.train_cli import register as register_training_commands
 
 app = typer.Typer(
     name="pebr",
@@ -31,9 +32,6 @@ app = typer.Typer(
 model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (tiny local Qwen2.5-VL models).")
 train_app = typer.Typer(
     no_args_is_help=True, help="Train: SFT warm-up, stage 1 (perception) and stage 2 (reasoning) GRPO."
-)
-eval_app = typer.Typer(
-    no_args_is_help=True, help="Evaluate a model on a held-out split with verifiable rewards."
 )
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError)
@@ -64,11 +62,6 @@ def _model() -> None:
 @train_app.callback()
 def _train() -> None:
     """Train: SFT warm-up, stage 1 (perception) and stage 2 (reasoning) GRPO, or the whole pipeline."""
-
-
-@eval_app.callback()
-def _eval() -> None:
-    """Evaluate a model on a held-out split with the verifiable rewards."""
 
 
 @model_app.command("tiny")
@@ -154,7 +147,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(curate_app, name="curate")
 app.add_typer(rewards_app, name="rewards")
 app.add_typer(train_app, name="train")
-app.add_typer(eval_app, name="eval")
+register_training_commands(train_app, app)  # pebr train sft/stage1/stage2/pipeline/options, pebr eval
 app.add_typer(explore_app, name="explore")
 app.add_typer(review_app, name="review")
 
