@@ -448,6 +448,13 @@ class SplitsConfig:
             "help": "Bucketing rule of curation.splits.build_splits ({} keeps PeBR's easy/medium/hard)."
         },
     )
+    filter_report: str | None = field(
+        default=None,
+        metadata={
+            "help": "report.json of the `pebr curate filter` run that produced the RL pool; recorded "
+            "in the splits report so the dataset card shows the filter funnel."
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -230,12 +230,20 @@ def _head(source: str, n: int, target: Path) -> None:
     write_parquet(table, str(target))
 
 
-def _split(run_dir: Path, out_dir: Path, rule: dict[str, Any], model_id: str | None = None) -> dict:
+def _split(
+    run_dir: Path,
+    out_dir: Path,
+    rule: dict[str, Any],
+    model_id: str | None = None,
+    filter_report: str | None = None,
+) -> dict:
     from curation.difficulty import BucketRule
     from curation.splits import build_splits
 
     bucket_rule = BucketRule(**rule) if rule else None
-    return build_splits(run_dir, out_dir, bucket_rule, model_id, command="pebr train pipeline").to_dict()
+    return build_splits(
+        run_dir, out_dir, bucket_rule, model_id, command="pebr train pipeline", filter_report=filter_report
+    ).to_dict()
 
 
 def _main_only(fn: Any) -> Any:
@@ -268,7 +276,9 @@ def score_and_split(
         pool = str(run_dir / "pool.parquet")
         _main_only(lambda: _head(cfg.pool, cfg.max_questions, Path(pool)))
     scored = _main_only(lambda: _score(cfg, pool, root, model_dir, run_dir))
-    split = _main_only(lambda: _split(run_dir, splits_dir, config.splits.rule))
+    split = _main_only(
+        lambda: _split(run_dir, splits_dir, config.splits.rule, filter_report=config.splits.filter_report)
+    )
     if scored is not None:
         steps["difficulty"] = {
             "status": "done",
@@ -311,7 +321,13 @@ def rebucket(
     root = resolve_image_root(data, None if config.rebucket.scope == "reasoning" else cfg.image_root)
     scored = _main_only(lambda: _score(cfg, data, root, model_dir, run_dir))
     split = _main_only(
-        lambda: _split(run_dir, target / "splits", config.splits.rule, scored["model_id"] if scored else None)
+        lambda: _split(
+            run_dir,
+            target / "splits",
+            config.splits.rule,
+            scored["model_id"] if scored else None,
+            filter_report=config.splits.filter_report,
+        )
     )
     if scored is not None:
         steps["rebucket"] = {
