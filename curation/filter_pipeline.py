@@ -37,7 +37,7 @@ from typing import Any
 
 from curation.filter_config import FilterConfig
 from curation.filters import CODES, REASONS, detect_layout
-from curation.images import CACHE_FILENAME, save_cache
+from curation.images import CACHE_FILENAME, cache_table, save_cache
 from curation.io import BadInputError, InputSource, Task, describe_position
 
 logger = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ def filter_dataset(
     kept_json = _KeptJson(tmp[KEPT_JSON])
     kept_pq = _ParquetOut(tmp[KEPT_PARQUET], RECORD_SCHEMA)
     dropped_pq = _ParquetOut(tmp[DROPPED_PARQUET], dropped_schema())
-    seen: dict[bytes, int] = {}
+    dedup = _Dedup(source, layout, config)
     cache_tables = []
     image_stats: collections.Counter[str] = collections.Counter()
     lines = _LineCounter(source.path) if source.fmt == "json" else None
@@ -353,9 +353,9 @@ def filter_dataset(
     try:
         try:
             for task, res in _results(source, config, layout, root, cache_path):
-                _absorb(task, res, source, config, seen, kept_json, kept_pq, dropped_pq, lines, report)
-                if res.cache is not None and res.cache.num_rows:
-                    cache_tables.append(res.cache)
+                _absorb(task, res, source, config, dedup, kept_json, kept_pq, dropped_pq, lines, report)
+                if res.cache:
+                    cache_tables.append(cache_table(res.cache))
                 image_stats.update(res.stats)
                 done += res.n
                 if progress is not None:
@@ -422,15 +422,73 @@ def filter_dataset(
     return report
 
 
-def _runs(positions: list[int]) -> list[tuple[int, int]]:
-    """Maximal runs of consecutive integers, as inclusive ``(first, last)`` pairs."""
-    runs: list[tuple[int, int]] = []
-    for p in positions:
-        if runs and runs[-1][1] == p - 1:
-            runs[-1] = (runs[-1][0], p)
-        else:
-            runs.append((p, p))
-    return runs
+class _Dedup:
+    """The duplicate stage, run in input order in the main process.
+
+    ``F`` keys (images + normalised question) are final. ``I`` keys (images only, see
+    :func:`curation.filters.duplicate_key`) are settled here: on a collision the normalised
+    questions are compared, the earlier record's question being read back from the input.
+    """
+
+    def __init__(self, source: InputSource, layout: str, config: FilterConfig) -> None:
+        self.source = source
+        self.layout = layout
+        self.columns = config.columns
+        self.seen: dict[bytes, Any] = {}
+        self._firsts: list[int] = []
+        self._spans: list[tuple[Any, Any]] = []
+
+    def add_task(self, task: Task) -> None:
+        if task.starts is not None:
+            self._firsts.append(task.first)
+            self._spans.append((task.starts + task.base, task.ends + task.base))
+
+    def _question(self, index: int) -> str:
+        import bisect
+
+        import orjson
+
+        from curation.convert import strip_image_tags
+        from curation.filters import parse_pebr, parse_sharegpt
+
+        t = bisect.bisect_right(self._firsts, index) - 1
+        starts, ends = self._spans[t]
+        k = index - self._firsts[t]
+        with open(self.source.path, "rb") as f:
+            f.seek(int(starts[k]))
+            rec = orjson.loads(f.read(int(ends[k] - starts[k])))
+        parse = parse_sharegpt if self.layout == "sharegpt" else parse_pebr
+        parsed = parse(rec, self.columns)
+        if not hasattr(parsed, "turns"):  # it was kept earlier, so it parsed then
+            raise RuntimeError(f"record {index} no longer parses: {parsed}")
+        return strip_image_tags(next(c for r, c in parsed.turns if r == "user"))
+
+    def collide(self, key: bytes, entry: Any, index: int, question: Callable[[], str]) -> int | None:
+        """A key seen before: the earlier record this one duplicates, or ``None`` (then remembered)."""
+        from curation.filters import question_key
+
+        if key[:1] == b"F":
+            return entry
+        if type(entry) is int:
+            entry = {question_key(self._question(entry)): entry}
+            self.seen[key] = entry
+        qk = question_key(question())
+        first = entry.get(qk)
+        if first is None:
+            entry[qk] = index
+        return first
+
+
+def _runs_np(positions: Any) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive integers in a sorted numpy array, as inclusive pairs."""
+    import numpy as np
+
+    if len(positions) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    firsts = np.concatenate(([positions[0]], positions[breaks + 1]))
+    lasts = np.concatenate((positions[breaks], [positions[-1]]))
+    return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
 
 
 _WS_BYTES = frozenset(b" \t\r\n")
@@ -449,7 +507,7 @@ def _absorb(
     res: Any,
     source: InputSource,
     config: FilterConfig,
-    seen: dict[bytes, int],
+    dedup: _Dedup,
     kept_json: _KeptJson,
     kept_pq: _ParquetOut,
     dropped_pq: _ParquetOut,
@@ -457,29 +515,34 @@ def _absorb(
     report: FilterReport,
 ) -> None:
     """Decide duplicates for one result (in input order) and write its kept and dropped records."""
+    import numpy as np
     import pyarrow as pa
 
+    dedup.add_task(task)
     codes = res.codes
     details = res.details
-    dup_code = CODES["duplicate"]
-    keep_rows: list[int] = []  # positions among the candidates
-    kept_idx: list[int] = []  # positions in the task
-    j = 0
-    for i in range(res.n):
-        if codes[i]:
-            continue
-        if config.drop_duplicates:
-            key = res.dup_keys[j]
-            first = seen.get(key)
-            if first is not None:
-                codes[i] = dup_code
-                details[i] = f"same images and question as record {first}"
-                j += 1
+    cand = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8) == 0)
+    keep_rows = np.arange(len(cand))
+    if config.drop_duplicates and len(cand):
+        dup_code = CODES["duplicate"]
+        questions = res.batch.column("question")
+        seen = dedup.seen
+        get = seen.get
+        first = res.first
+        dups = []
+        for j, (i, key) in enumerate(zip(cand.tolist(), res.dup_keys, strict=True)):
+            entry = get(key)
+            if entry is None:  # the usual case: new images (or question), inlined for speed
+                seen[key] = first + i
                 continue
-            seen[key] = res.first + i
-        keep_rows.append(j)
-        kept_idx.append(i)
-        j += 1
+            earlier = dedup.collide(key, entry, first + i, questions[j].as_py)
+            if earlier is not None:
+                codes[i] = dup_code
+                details[i] = f"same images and question as record {earlier}"
+                dups.append(j)
+        if dups:
+            keep_rows = np.delete(keep_rows, dups)
+    kept_idx = cand[keep_rows]
 
     # kept.json: each run of consecutive kept records is one slice of the input, so the
     # records (and the separators between them) are the input's bytes
@@ -489,22 +552,22 @@ def _absorb(
         view = memoryview(buf)
         starts, ends = task.starts, task.ends
         pieces = []
-        for a, b in _runs(kept_idx):
+        for a, b in _runs_np(kept_idx):
             s0, _ = _strip_span(buf, int(starts[a]), int(ends[a]))
             _, e1 = _strip_span(buf, int(starts[b]), int(ends[b]))
             pieces.append(view[s0:e1])
         kept_json.write(pieces, len(kept_idx))
     else:
-        kept_json.write([res.raw[i] for i in kept_idx], len(kept_idx))
+        kept_json.write([res.raw[i] for i in kept_idx.tolist()], len(kept_idx))
     if len(keep_rows) == res.batch.num_rows:
         kept_pq.write([res.batch])
     else:
-        kept_pq.write([res.batch.slice(a, b - a + 1) for a, b in _runs(keep_rows)])
+        kept_pq.write([res.batch.slice(a, b - a + 1) for a, b in _runs_np(keep_rows)])
     report.kept += len(kept_idx)
 
-    dropped = [i for i in range(res.n) if codes[i]]
-    if not dropped:
+    if len(kept_idx) == res.n:
         return
+    dropped = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8)).tolist()
     cols: dict[str, list[Any]] = {c: [] for c in ("index", "reason", "detail", "line", "offset", "raw")}
     for i in dropped:
         reason = _REASON_OF[codes[i]]

@@ -13,7 +13,9 @@ compare the two on samples); any other record goes through the converter itself.
 
 from __future__ import annotations
 
+import array
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -39,7 +41,7 @@ from curation.filters import (
     parse_pebr,
     parse_sharegpt,
 )
-from curation.images import OK, ImageChecker, ImageInfo, cache_table, load_cache
+from curation.images import OK, ImageChecker, ImageInfo, cache_rows, load_cache
 from curation.io import Task
 from curation.schema import IMAGE_TYPE, MESSAGE_TYPE, RECORD_SCHEMA, SIZE_TYPE
 from rewards.sections import _HEADER_RE, FINAL_ANSWER
@@ -72,14 +74,21 @@ def fast_final_answer(text: str) -> str | None:
     return text[body_start : nxt.start() if nxt else len(text)].strip()
 
 
+def _part(raw: bytes) -> bytes:
+    return len(raw).to_bytes(8, "little") + raw
+
+
+_UID_Q = _part(b"\x00q")
+_UID_A = _part(b"\x00a")
+
+
 def fast_uid(question: str, answer: str, digests: list[str]) -> str:
-    """Exactly :func:`curation.schema.compute_uid`, hashing one joined buffer (fewer calls)."""
-    chunks = []
-    for part in (*digests, "\x00q", question, "\x00a", answer):
-        raw = part.encode("utf-8", "surrogatepass")
-        chunks.append(len(raw).to_bytes(8, "little"))
-        chunks.append(raw)
-    return hashlib.blake2b(b"".join(chunks), digest_size=16).hexdigest()
+    """Exactly :func:`curation.schema.compute_uid`: the same length-prefixed bytes, hashed at once."""
+    q = question.encode("utf-8", "surrogatepass")
+    a = answer.encode("utf-8", "surrogatepass")
+    parts = [_part(d.encode("utf-8", "surrogatepass")) for d in digests]
+    parts += (_UID_Q, len(q).to_bytes(8, "little"), q, _UID_A, len(a).to_bytes(8, "little"), a)
+    return hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
 
 
 _NOT_PLAIN = object()
@@ -111,7 +120,7 @@ class ChunkResult:
     dup_keys: list[bytes]
     batch: pa.RecordBatch
     raw: list[bytes] | None = None
-    cache: pa.Table | None = None
+    cache: list[tuple[Any, ...]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -199,47 +208,85 @@ class _Columns:
 
     def batch(self) -> pa.RecordBatch:
         n = len(self.uid)
-        off = lambda o: pa.array(o, pa.int32())  # noqa: E731 - local shorthand
         images = pa.ListArray.from_arrays(
-            off(self.img_off),
+            _int32_array(self.img_off),
             pa.StructArray.from_arrays(
-                [pa.nulls(len(self.img_path), pa.binary()), pa.array(self.img_path, pa.string())],
+                [pa.nulls(len(self.img_path), pa.binary()), _string_array(self.img_path)],
                 fields=list(IMAGE_TYPE),
             ),
         )
         sizes = pa.ListArray.from_arrays(
-            off(self.size_off),
+            _int32_array(self.size_off),
             pa.StructArray.from_arrays(
-                [pa.array(self.size_w, pa.int32()), pa.array(self.size_h, pa.int32())], fields=list(SIZE_TYPE)
+                [_int32_array(self.size_w), _int32_array(self.size_h)], fields=list(SIZE_TYPE)
             ),
         )
-        kw = pa.ListArray.from_arrays(off(self.kw_off), pa.array(self.kw, pa.string()))
+        kw = pa.ListArray.from_arrays(_int32_array(self.kw_off), _string_array(self.kw))
         messages = pa.ListArray.from_arrays(
-            off(self.msg_off),
+            _int32_array(self.msg_off),
             pa.StructArray.from_arrays(
-                [pa.array(self.role, pa.string()), pa.array(self.content, pa.string())],
-                fields=list(MESSAGE_TYPE),
+                [_string_array(self.role), _string_array(self.content)], fields=list(MESSAGE_TYPE)
             ),
         )
         arrays = [
-            pa.array(self.uid, pa.string()),
-            pa.array(self.source, pa.string()),
-            pa.array(self.task, pa.string()),
-            pa.array(self.stage_hint, pa.string()),
+            _string_array(self.uid),
+            _string_array(self.source),
+            _string_array(self.task),
+            _string_array(self.stage_hint),
             images,
             sizes,
-            pa.array(self.question, pa.string()),
-            pa.array(self.answer, pa.string()),
-            pa.array(self.choices, RECORD_SCHEMA.field("choices").type),
+            _string_array(self.question),
+            _string_array(self.answer),
+            _maybe_null(self.choices, RECORD_SCHEMA.field("choices").type),
             kw,
-            pa.array(self.boxes, RECORD_SCHEMA.field("boxes").type),
-            pa.array(self.ref_caption, pa.string()),
+            _maybe_null(self.boxes, RECORD_SCHEMA.field("boxes").type),
+            _string_array(self.ref_caption),
             messages,
-            pa.array(self.meta, pa.string()),
+            _string_array(self.meta),
         ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA)
         assert batch.num_rows == n
         return batch
+
+
+# Arrow arrays straight from buffers: ``pa.array`` would import ``pyarrow.compute``, which
+# costs each worker process about 50 MB of memory for nothing it uses.
+
+
+def _int32_array(values: list[int]) -> pa.Array:
+    buf = array.array("i", values)
+    return pa.Array.from_buffers(pa.int32(), len(buf), [None, pa.py_buffer(buf)])
+
+
+def _string_array(values: list[str | None]) -> pa.Array:
+    n = len(values)
+    validity = None
+    nulls = 0
+    if None in values:
+        mask = [v is not None for v in values]
+        nulls = n - sum(mask)
+        if nulls == n:
+            return pa.nulls(n, pa.string())
+        bits = bytearray((n + 7) // 8)
+        for i, present in enumerate(mask):
+            if present:
+                bits[i >> 3] |= 1 << (i & 7)
+        validity = pa.py_buffer(bytes(bits))
+        values = [v if v is not None else "" for v in values]
+    # one encode of the joined text (the UTF-8 of a concatenation is the concatenation of the
+    # UTF-8s); only non-ASCII strings need their own encoded length
+    data = "".join(values).encode("utf-8")  # type: ignore[arg-type]
+    offsets = array.array("i", [0])
+    offsets.extend(itertools.accumulate(len(v) if v.isascii() else len(v.encode("utf-8")) for v in values))  # type: ignore[union-attr]
+    return pa.Array.from_buffers(
+        pa.string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=nulls
+    )
+
+
+def _maybe_null(values: list[Any], type_: pa.DataType) -> pa.Array:
+    if all(v is None for v in values):
+        return pa.nulls(len(values), type_)
+    return pa.array(values, type_)  # rare (a converter filled it): fine to import compute here
 
 
 def _is_plain_sharegpt(rec: dict[str, Any]) -> bool:
@@ -272,7 +319,7 @@ class FilterWorker:
         self.layout = layout
         self.source = config.source or _DEFAULT_SOURCE[layout]
         self.patterns = config.patterns_lower
-        cache = load_cache(cache_path, image_root) if cache_path else {}
+        cache = load_cache(cache_path, image_root) if cache_path else None
         self.checker = ImageChecker(
             image_root,
             verify=config.verify_images,
@@ -282,6 +329,7 @@ class FilterWorker:
         self._parse = parse_sharegpt if layout == "sharegpt" else parse_pebr
         self._mapped = bool(config.columns)
         self._fast_ok = layout == "sharegpt" and not self._mapped
+        self._lazy_keys = False
 
     def _fast(
         self,
@@ -375,7 +423,7 @@ class FilterWorker:
         question = strip_image_tags(user)
         cols.add_fast(fast_uid(question, answer, digests), self.source, images, sizes, question, answer, msgs)
         if cfg.drop_duplicates:
-            dup_keys.append(duplicate_key(digests, question))
+            dup_keys.append(duplicate_key(digests, question, lazy=self._lazy_keys))
         return None
 
     def close(self) -> None:
@@ -392,11 +440,12 @@ class FilterWorker:
             raw = [orjson.dumps(_paths_only(r, key), default=_json_default) for r in rows]
             return rows, raw, bad
         buf = task.read_range()
+        view = memoryview(buf)  # orjson parses slices of it without copying them
         records: list[Any] = []
         loads = orjson.loads
         for i, (s, e) in enumerate(zip(task.starts.tolist(), task.ends.tolist(), strict=True)):
             try:
-                records.append(loads(buf[s:e]))
+                records.append(loads(view[s:e]))
             except orjson.JSONDecodeError as exc:
                 records.append(None)
                 offset, message = _locate_error(buf[s:e], exc)
@@ -409,6 +458,8 @@ class FilterWorker:
         return records, None, bad
 
     def run(self, task: Task) -> ChunkResult:
+        # the main process can re-read span records, so it settles image-key collisions itself
+        self._lazy_keys = task.starts is not None
         records, raw, bad = self._load(task)
         before = self.checker.stats()
         cfg = self.config
@@ -463,7 +514,7 @@ class FilterWorker:
             dup_keys=dup_keys,
             batch=cols.batch(),
             raw=raw,
-            cache=cache_table(probed),
+            cache=cache_rows(probed),
             stats=stats,
         )
 
@@ -517,7 +568,7 @@ class FilterWorker:
             cols.add_record(canonical)
             question = canonical["question"]
         if self.config.drop_duplicates:
-            dup_keys.append(duplicate_key(digests, question))
+            dup_keys.append(duplicate_key(digests, question, lazy=self._lazy_keys))
 
     def _convert(
         self, parsed: ParsedRecord, digests: list[str], sizes: list[tuple[int, int]]

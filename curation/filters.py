@@ -264,10 +264,22 @@ def normalise_question(question: str) -> str:
     return " ".join(folded.split())
 
 
-def duplicate_key(digests: Sequence[str], question: str) -> bytes:
+def question_key(question: str) -> bytes:
+    """Hash of the normalised question."""
+    data = normalise_question(question).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def duplicate_key(digests: Sequence[str], question: str, *, lazy: bool = False) -> bytes:
     """Key of the duplicate stage: the images' content digests and the normalised question.
 
+    ``F`` keys hash both and are final. With ``lazy=True`` a record with images gets an ``I``
+    key of its images only; two records with the same ``I`` key are duplicates when their
+    normalised questions match, which the caller then checks (normalising a question costs
+    more than everything else about the key, and most images belong to one record).
     Digests are fixed-length hex, so joining them before a NUL separator is unambiguous.
     """
+    if lazy and digests:
+        return b"I" + hashlib.blake2b("".join(digests).encode(), digest_size=16).digest()
     data = "".join(digests) + "\x00" + normalise_question(question)
-    return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return b"F" + hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=16).digest()

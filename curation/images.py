@@ -32,7 +32,7 @@ import os
 import stat
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
@@ -485,12 +485,12 @@ class ImageChecker:
         *,
         verify: bool = False,
         decode_max_pixels: int | None = None,
-        cache: dict[str, ImageInfo] | None = None,
+        cache: Mapping[str, ImageInfo] | CachedInfos | None = None,
     ) -> None:
         self.resolver = PathResolver(image_root)
         self.verify = verify
         self.decode_max_pixels = decode_max_pixels
-        self.cache = cache or {}
+        self.cache: Any = cache if cache is not None else {}
         self.checked = self.cache_hits = self.opened = self.fallbacks = self.decoded = 0
 
     def stats(self) -> ProbeStats:
@@ -633,15 +633,22 @@ def _cache_identity(image_root: str | os.PathLike[str]) -> dict[bytes, bytes]:
     }
 
 
-def cache_table(items: Iterable[tuple[str, ImageInfo]]) -> Any:
-    """Probe results as a sidecar table (only files that were read: they have a size and mtime)."""
+def cache_rows(items: Iterable[tuple[str, ImageInfo]]) -> list[tuple[Any, ...]]:
+    """Probe results as sidecar rows (files that were read: they have a size and mtime).
+
+    Plain tuples, cheap to send between processes; :func:`cache_table` makes the table.
+    """
+    return [(rel, *info) for rel, info in items if info.mtime_ns is not None]
+
+
+def cache_table(rows: list[tuple[Any, ...]]) -> Any:
+    """Rows from :func:`cache_rows` as a sidecar table."""
     import pyarrow as pa
 
-    rows = [(rel, *info) for rel, info in items if info.mtime_ns is not None]
     schema = _cache_schema()
     if not rows:
         return schema.empty_table()
-    # ImageInfo's fields, in order, after the path: status, width, height, format, sha256,
+    # after the path, ImageInfo's fields in order: status, width, height, format, sha256,
     # size, mtime_ns, detail, decoded, decode_error
     (path, status, width, height, fmt, digest, size, mtime, detail, decoded, derr) = zip(*rows, strict=True)
     cols = {
@@ -660,33 +667,117 @@ def cache_table(items: Iterable[tuple[str, ImageInfo]]) -> Any:
     return pa.table({k: pa.array(v, schema.field(k).type) for k, v in cols.items()}, schema=schema)
 
 
-def load_cache(path: str | os.PathLike[str], image_root: str | os.PathLike[str]) -> dict[str, ImageInfo]:
-    """Read a sidecar into ``{relative path: ImageInfo}``; ``{}`` when absent or stale.
+class CachedInfos:
+    """Probe results read from a sidecar, held compactly: ``get(path) -> ImageInfo | None``.
+
+    A dict from path to row plus packed columns (the SHA-256 digests as one byte string)
+    take a fraction of the memory of an ``ImageInfo`` per file; each worker holds one.
+    """
+
+    def __init__(self, table: Any) -> None:
+        import array
+
+        col = table.column
+
+        def ints(name: str) -> array.array:
+            values = col(name).to_pylist()
+            if col(name).null_count:
+                values = [-1 if v is None else v for v in values]
+            return array.array("q", values)
+
+        def codes(name: str) -> tuple[bytes, list[str | None]]:
+            # dictionary-encoded in the sidecar: small integer codes plus the distinct values
+            chunks = col(name).chunks
+            names: list[str | None] = [None]
+            out = bytearray()
+            for chunk in chunks:
+                if hasattr(chunk, "indices"):
+                    local = chunk.dictionary.to_pylist()
+                    remap = []
+                    for v in local:
+                        if v not in names:
+                            names.append(v)
+                        remap.append(names.index(v))
+                    out += bytes(0 if i is None else remap[i] for i in chunk.indices.to_pylist())
+                else:
+                    for v in chunk.to_pylist():
+                        if v not in names:
+                            names.append(v)
+                        out.append(names.index(v))
+            return bytes(out), names
+
+        def sparse(name: str) -> dict[int, str]:
+            c = col(name)
+            if c.null_count == len(c):
+                return {}
+            return {i: v for i, v in enumerate(c.to_pylist()) if v is not None}
+
+        self.row = {p: i for i, p in enumerate(col("path").to_pylist())}
+        self.size = ints("size")
+        self.mtime = ints("mtime_ns")
+        self.width = ints("width")
+        self.height = ints("height")
+        self.decoded = bytes(col("decoded").to_pylist())
+        self.status, self.status_names = codes("status")
+        self.format, self.format_names = codes("format")
+        self.digests = "".join(d or "0" * 64 for d in col("sha256").to_pylist())
+        # details and decode errors exist only for the few bad files
+        self.detail = sparse("detail")
+        self.decode_error = sparse("decode_error")
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __contains__(self, rel: object) -> bool:
+        return rel in self.row
+
+    def get(self, rel: str) -> ImageInfo | None:
+        i = self.row.get(rel)
+        if i is None:
+            return None
+        w, h = self.width[i], self.height[i]
+        return ImageInfo(
+            self.status_names[self.status[i]],
+            None if w < 0 else w,
+            None if h < 0 else h,
+            self.format_names[self.format[i]],
+            self.digests[64 * i : 64 * i + 64],
+            self.size[i],
+            self.mtime[i],
+            self.detail.get(i),
+            bool(self.decoded[i]),
+            self.decode_error.get(i),
+        )
+
+
+def _read_sidecar(path: str) -> Any:
+    import pyarrow.parquet as pq
+
+    # ParquetFile.read, unlike read_table, does not import pyarrow.compute (~50 MB per process)
+    return pq.ParquetFile(path, read_dictionary=["status", "format"]).read(use_threads=False)
+
+
+def load_cache(path: str | os.PathLike[str], image_root: str | os.PathLike[str]) -> CachedInfos | None:
+    """Read a sidecar; ``None`` when it is absent or stale.
 
     A sidecar written by another probe version, another Pillow version (which may open
     different files) or for another image root is ignored, with a log message.
     """
-    import pyarrow.parquet as pq
-
     path = os.fspath(path)
     if not os.path.exists(path):
-        return {}
+        return None
     try:
-        table = pq.read_table(path)
+        table = _read_sidecar(path)
     except (OSError, ValueError) as exc:
         logger.warning("ignoring unreadable image cache %s: %s", path, exc)
-        return {}
+        return None
     meta = table.schema.metadata or {}
     want = _cache_identity(image_root)
     stale = [k.decode() for k, v in want.items() if meta.get(k) != v]
     if stale or list(table.column_names) != list(_CACHE_COLUMNS):
         logger.info("image cache %s does not match this run (%s); re-checking images", path, stale)
-        return {}
-    cols = [table.column(c).to_pylist() for c in _CACHE_COLUMNS]
-    out = {}
-    for p, size, mtime, status, w, h, fmt, digest, detail, decoded, derr in zip(*cols, strict=True):
-        out[p] = ImageInfo(status, w, h, fmt, digest, size, mtime, detail, decoded, derr)
-    return out
+        return None
+    return CachedInfos(table)
 
 
 def save_cache(
@@ -700,6 +791,7 @@ def save_cache(
     Returns the number of rows in the sidecar.
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     schema = _cache_schema()
@@ -707,32 +799,24 @@ def save_cache(
     if not tables:
         return 0
     new = pa.concat_tables(tables)
+    # the same file may have been probed twice in one run (two records, one image): keep the last
+    if pc.count_distinct(new.column("path")).as_py() != new.num_rows:
+        idx = pa.array(range(new.num_rows), pa.int64())
+        last = new.select(["path"]).append_column("i", idx).group_by("path").aggregate([("i", "max")])
+        rows = last.column("i_max")
+        new = new.take(pc.take(rows, pc.sort_indices(rows)))
     path = os.fspath(path)
-    old = None
     if os.path.exists(path):
         try:
-            old = pq.read_table(path)
-            if (old.schema.metadata or {}) != _cache_identity(image_root) or old.column_names != list(
-                _CACHE_COLUMNS
-            ):
-                old = None
+            old = _read_sidecar(path)
         except (OSError, ValueError):
             old = None
-    if old is not None:
-        import pyarrow.compute as pc
-
-        keep = pc.invert(pc.is_in(old.column("path"), value_set=new.column("path")))
-        merged = pa.concat_tables([old.filter(keep).cast(schema), new])
-    else:
-        merged = new
-    # the same file may have been probed twice in one run (two records, one image)
-    if merged.num_rows != len(set(merged.column("path").to_pylist())):
-        import polars as pl
-
-        merged = pl.from_arrow(merged).unique(subset="path", keep="last", maintain_order=True).to_arrow()
-        merged = merged.cast(schema)
-    merged = merged.replace_schema_metadata(_cache_identity(image_root))
+        same = old is not None and (old.schema.metadata or {}) == _cache_identity(image_root)
+        if same and old.column_names == list(_CACHE_COLUMNS):
+            keep = pc.invert(pc.is_in(old.column("path"), value_set=new.column("path").combine_chunks()))
+            new = pa.concat_tables([old.filter(keep).cast(schema), new])
+    merged = new.replace_schema_metadata(_cache_identity(image_root))
     tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(merged, tmp, compression="zstd")
+    pq.write_table(merged, tmp, compression="zstd", use_dictionary=["status", "format"])
     os.replace(tmp, path)
     return merged.num_rows

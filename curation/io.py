@@ -31,7 +31,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 FORMATS = ("json", "jsonl", "parquet", "hf")
-BLOCK_SIZE = 8 << 20  # bytes scanned at a time
+BLOCK_SIZE = 4 << 20  # bytes scanned at a time (its numpy temporaries are a few times this)
 MAX_TASK_BYTES = 32 << 20  # a task never holds more than this much JSON text
 _WS = b" \t\r\n"
 _SHORT = 64  # spans shorter than this are checked for being blank
