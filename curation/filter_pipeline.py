@@ -552,7 +552,9 @@ def _absorb(
         view = memoryview(buf)
         starts, ends = task.starts, task.ends
         pieces = []
-        for a, b in _runs_np(kept_idx):
+        # JSON Lines have no commas between records: there every record is its own piece
+        runs = _runs_np(kept_idx) if source.fmt == "json" else [(i, i) for i in kept_idx.tolist()]
+        for a, b in runs:
             s0, _ = _strip_span(buf, int(starts[a]), int(ends[a]))
             _, e1 = _strip_span(buf, int(starts[b]), int(ends[b]))
             pieces.append(view[s0:e1])

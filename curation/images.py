@@ -24,11 +24,13 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import io
 import logging
 import os
+import re
 import stat
 import warnings
 import zlib
@@ -229,7 +231,9 @@ def _exif_would_parse(exif: bytes, xmp: bytes | None) -> bool:
     try:
         data = Image.Exif()
         data._loaded = True
-        data.load(exif)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: not a verdict
+            data.load(exif)
         if ExifTags.Base.Orientation not in data and xmp:
             match = re.search(rb'tiff:Orientation(="|>)([0-9])', xmp)
             if match:
@@ -364,8 +368,13 @@ def fast_probe(data: bytes) -> tuple[int, int, str] | None:
     return None
 
 
+_OBJECT_REPR = re.compile(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    # Pillow names the in-memory file it was given ("<_io.BytesIO object at 0x...>"): drop
+    # that, so the same file always gets the same detail
+    text = _OBJECT_REPR.sub("", str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -452,6 +461,7 @@ def probe_bytes(
     return ImageInfo(OK, width, height, fmt, digest, size, mtime_ns, None, decoded, decode_error), fallback
 
 
+_RECENT = 4096  # files remembered within a run (beyond the cache read at the start)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # O_NONBLOCK: opening a FIFO planted among the images must not hang the run
 _OPEN_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
@@ -491,6 +501,8 @@ class ImageChecker:
         self.verify = verify
         self.decode_max_pixels = decode_max_pixels
         self.cache: Any = cache if cache is not None else {}
+        # files read in this run, so an image shared by several records is read once
+        self._recent: collections.OrderedDict[str, ImageInfo] = collections.OrderedDict()
         self.checked = self.cache_hits = self.opened = self.fallbacks = self.decoded = 0
 
     def stats(self) -> ProbeStats:
@@ -527,11 +539,13 @@ class ImageChecker:
                 why = f"no file at {rel!r} ({why})"
             return ImageInfo(status, detail=why), False
         target = name if dfd is not None else self.resolver.full_path(rel)
-        hit = self.cache.get(rel)
+        hit = self._recent.get(rel) or self.cache.get(rel)
         if hit is not None:
             # a cheap stat decides whether the cached answer still holds
             try:
                 st = os.stat(target, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode) and self.resolver.check_link(rel) is None:
+                    st = os.stat(target, dir_fd=dfd)  # a link inside the root: key by its target
             except FileNotFoundError:
                 return ImageInfo(MISSING, detail=f"no file at {rel!r}"), False
             except OSError as exc:
@@ -539,7 +553,12 @@ class ImageChecker:
             if stat.S_ISREG(st.st_mode) and self._still_valid(hit, st):
                 self.cache_hits += 1
                 return hit, False
-        return self._open_and_probe(target, dfd, rel), True
+        info = self._open_and_probe(target, dfd, rel)
+        if info.mtime_ns is not None:
+            self._recent[rel] = info
+            if len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
+        return info, True
 
     def _open_and_probe(self, target: str, dfd: int | None, rel: str) -> ImageInfo:
         try:

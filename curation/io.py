@@ -225,10 +225,10 @@ class _ListScanner:
     by ``orjson`` in a worker, which is what checks it is valid JSON.
     """
 
-    def __init__(self, path: str, skip_bad: bool, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, path: str, skip_bad: bool, block_size: int | None = None) -> None:
         self.path = path
         self.skip_bad = skip_bad
-        self.block_size = block_size
+        self.block_size = block_size or BLOCK_SIZE
 
     def _fail(self, offset: int, problem: str) -> BadInputError:
         return BadInputError(f"{self.path}: {describe_position(self.path, offset)}: {problem}")
@@ -283,21 +283,27 @@ class _ListScanner:
                 if len(depth_before) and depth_before.min() < 0:
                     k = int(np.argmax(depth_before < 0))
                     raise self._fail(offset + int(sp[k]), "unbalanced brackets")
-                top = depth_before == 0
-                if top.any():
-                    ks = np.flatnonzero(top)
-                    for k in ks.tolist():
-                        if last_delim == -1 and sc[k] == _ARR:
-                            continue
-                        raise self._fail(offset + int(sp[k]), "unexpected data after the end of the list")
                 at1 = depth_before == 1
+                top = depth_before == 0
+                # structure outside the list (after it closed), or a '}' closing the list: the
+                # first of either is the error
+                outside_list = top.copy()
+                if last_delim == -1:
+                    first_open = np.flatnonzero(top & (sc == _ARR))
+                    if len(first_open):
+                        outside_list[first_open[0]] = False
+                problems = np.flatnonzero(outside_list | (at1 & (sc == _CLOSE_OBJ)))
+                if len(problems):
+                    k = int(problems[0])
+                    what = (
+                        "unexpected data after the end of the list"
+                        if outside_list[k]
+                        else "'}' where the list should close with ']'"
+                    )
+                    raise self._fail(offset + int(sp[k]), what)
                 delim = (at1 & ((sc == _COMMA) | (sc == _CLOSE_ARR) | (sc == _CLOSE_OBJ))) | (
                     top & (sc == _ARR)
                 )
-                bad_close = at1 & (sc == _CLOSE_OBJ)
-                if bad_close.any():
-                    k = int(np.argmax(bad_close))
-                    raise self._fail(offset + int(sp[k]), "'}' where the list should close with ']'")
                 dpos = sp[delim] + offset
                 dcls = sc[delim]
                 if len(dpos):
@@ -352,6 +358,7 @@ def _scan_jsonl(
     Empty and short whitespace-only lines are skipped; a long whitespace-only line reaches
     the parser and is reported as a bad line.
     """
+    block_size = block_size or BLOCK_SIZE
     line_start = 0  # offset of the current line's first byte
     line_no = 1
     offset = 0
