@@ -132,9 +132,11 @@ class _ParquetOut:
         import pyarrow.parquet as pq
 
         self.schema = schema
-        # dictionary encoding only where values repeat (uids and texts are unique)
+        # dictionary encoding and statistics only where values repeat (uids and texts are unique)
         small = [f.name for f in schema if f.name in ("source", "task", "stage_hint", "meta", "reason")]
-        self.writer = pq.ParquetWriter(str(path), schema, compression="zstd", use_dictionary=small)
+        self.writer = pq.ParquetWriter(
+            str(path), schema, compression="zstd", use_dictionary=small, write_statistics=[*small, "index"]
+        )
         self.pending: list[Any] = []
         self.pending_rows = 0
         self.count = 0
@@ -188,12 +190,26 @@ class _LineCounter:
         if to <= self.offset:
             return
         if self.offset < base:  # the separator bytes between two tasks
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                self.line += f.read(base - self.offset).count(b"\n")
+            self.line += _pread(self.path, self.offset, base - self.offset).count(b"\n")
             self.offset = base
         self.line += buf.count(b"\n", self.offset - base, to - base)
         self.offset = to
+
+
+_FDS: dict[str, int] = {}
+
+
+def _pread(path: str, offset: int, length: int) -> bytes:
+    """Bytes of ``path`` through a descriptor kept open for the run (see ``_close_fds``)."""
+    fd = _FDS.get(path)
+    if fd is None:
+        fd = _FDS[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    return os.pread(fd, length, offset)
+
+
+def _close_fds() -> None:
+    while _FDS:
+        os.close(_FDS.popitem()[1])
 
 
 # --------------------------------------------------------------------------- the run
@@ -377,7 +393,9 @@ def filter_dataset(
         kept_json.close()
         kept_pq.close()
         dropped_pq.close()
+        _close_fds()
     except BaseException:
+        _close_fds()
         for f in (kept_json.f,):
             f.close()
         for w in (kept_pq, dropped_pq):
@@ -454,9 +472,7 @@ class _Dedup:
         t = bisect.bisect_right(self._firsts, index) - 1
         starts, ends = self._spans[t]
         k = index - self._firsts[t]
-        with open(self.source.path, "rb") as f:
-            f.seek(int(starts[k]))
-            rec = orjson.loads(f.read(int(ends[k] - starts[k])))
+        rec = orjson.loads(_pread(self.source.path, int(starts[k]), int(ends[k] - starts[k])))
         parse = parse_sharegpt if self.layout == "sharegpt" else parse_pebr
         parsed = parse(rec, self.columns)
         if not hasattr(parsed, "turns"):  # it was kept earlier, so it parsed then
@@ -524,24 +540,29 @@ def _absorb(
     cand = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8) == 0)
     keep_rows = np.arange(len(cand))
     if config.drop_duplicates and len(cand):
-        dup_code = CODES["duplicate"]
-        questions = res.batch.column("question")
         seen = dedup.seen
-        get = seen.get
-        first = res.first
-        dups = []
-        for j, (i, key) in enumerate(zip(cand.tolist(), res.dup_keys, strict=True)):
-            entry = get(key)
-            if entry is None:  # the usual case: new images (or question), inlined for speed
-                seen[key] = first + i
-                continue
-            earlier = dedup.collide(key, entry, first + i, questions[j].as_py)
-            if earlier is not None:
-                codes[i] = dup_code
-                details[i] = f"same images and question as record {earlier}"
-                dups.append(j)
-        if dups:
-            keep_rows = np.delete(keep_rows, dups)
+        keys = res.dup_keys
+        indices = (cand + res.first).tolist()
+        collisions = seen.keys() & keys  # in C; usually empty
+        if not collisions and len(set(keys)) == len(keys):
+            seen.update(zip(keys, indices, strict=True))
+        else:
+            dup_code = CODES["duplicate"]
+            questions = res.batch.column("question")
+            dups = []
+            for j, (key, index) in enumerate(zip(keys, indices, strict=True)):
+                entry = seen.get(key)
+                if entry is None:
+                    seen[key] = index
+                    continue
+                earlier = dedup.collide(key, entry, index, questions[j].as_py)
+                if earlier is not None:
+                    i = index - res.first
+                    codes[i] = dup_code
+                    details[i] = f"same images and question as record {earlier}"
+                    dups.append(j)
+            if dups:
+                keep_rows = np.delete(keep_rows, dups)
     kept_idx = cand[keep_rows]
 
     # kept.json: each run of consecutive kept records is one slice of the input, so the
