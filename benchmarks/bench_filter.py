@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -115,18 +116,41 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``cmd``; wall seconds, peak summed RSS of its process tree, largest single RSS."""
-    peak = [0, 0]
+    """Run ``cmd``: wall seconds, CPU seconds of the whole tree, and memory.
+
+    Memory: the peak over time of the summed RSS of the process tree (conservative: shared
+    library pages count once per process), of the summed PSS (shared pages split between
+    the processes that map them), and the largest single RSS.
+    """
+    peak = [0, 0, 0]
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     done = threading.Event()
 
     def poll() -> None:
+        tick = 0
         while not done.is_set():
-            sizes = [_rss_kb(p) for p in _tree(proc.pid)]
+            pids = _tree(proc.pid)
+            sizes = [_rss_kb(p) for p in pids]
             peak[0] = max(peak[0], sum(sizes))
             peak[1] = max(peak[1], max(sizes, default=0))
+            if tick % 5 == 0:  # PSS is dearer to read
+                peak[2] = max(peak[2], sum(_pss_kb(p) for p in pids))
+            tick += 1
             done.wait(0.01)
 
     th = threading.Thread(target=poll, daemon=True)
@@ -135,9 +159,18 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
     wall = time.perf_counter() - t0
     done.set()
     th.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-3000:]}")
-    return {"seconds": wall, "peak_tree_rss_mb": peak[0] / 1024, "peak_process_rss_mb": peak[1] / 1024}
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "peak_tree_rss_mb": peak[0] / 1024,
+        "peak_tree_pss_mb": peak[2] / 1024,
+        "peak_process_rss_mb": peak[1] / 1024,
+        "load_before": load,
+    }
 
 
 def reference_cmd(data: Path, out: Path) -> list[str]:
@@ -256,28 +289,34 @@ def bench_dataset(data: Path, records: int, runs: int, workers: int | None, tmp:
                 m = measure(pebr_cmd(data, warm_out, workers), env)
             timings[name].append(m)
             print(
-                f"[{records}] run {r + 1}/{runs} {name:12s} {m['seconds']:6.2f}s "
-                f"{m['peak_tree_rss_mb']:7.0f} MB",
+                f"[{records}] run {r + 1}/{runs} {name:12s} {m['seconds']:6.2f}s wall "
+                f"{m['cpu_seconds']:6.2f}s cpu {m['peak_tree_rss_mb']:6.0f} MB rss "
+                f"{m['peak_tree_pss_mb']:6.0f} MB pss (load {m['load_before']:.1f})",
                 file=sys.stderr,
                 flush=True,
             )
     for name, ms in timings.items():
         result[name] = {
             "median_seconds": statistics.median(m["seconds"] for m in ms),
+            "median_cpu_seconds": statistics.median(m["cpu_seconds"] for m in ms),
             "median_peak_tree_rss_mb": statistics.median(m["peak_tree_rss_mb"] for m in ms),
+            "median_peak_tree_pss_mb": statistics.median(m["peak_tree_pss_mb"] for m in ms),
             "runs": ms,
         }
     ref = result["reference"]
     for name in ("pebr", "pebr_cached"):
-        result[name]["speedup"] = ref["median_seconds"] / result[name]["median_seconds"]
-        result[name]["memory_ratio"] = (
-            result[name]["median_peak_tree_rss_mb"] / ref["median_peak_tree_rss_mb"]
-        )
+        r = result[name]
+        r["speedup"] = ref["median_seconds"] / r["median_seconds"]
+        r["cpu_ratio"] = ref["median_cpu_seconds"] / r["median_cpu_seconds"]
+        r["memory_ratio"] = r["median_peak_tree_rss_mb"] / ref["median_peak_tree_rss_mb"]
     return result
 
 
 def print_table(results: list[dict]) -> None:
-    head = f"{'records':>9} {'run':<22} {'median s':>9} {'peak MB':>8} {'vs reference':>24}"
+    head = (
+        f"{'records':>9} {'run':<22} {'wall s':>7} {'cpu s':>7} {'RSS MB':>7} {'PSS MB':>7}"
+        f" {'speed-up':>9} {'cpu ratio':>9} {'mem':>6}"
+    )
     print(head)
     print("-" * len(head))
     for res in results:
@@ -288,28 +327,35 @@ def print_table(results: list[dict]) -> None:
             ("pebr_cached", "pebr (metadata cache)"),
         ):
             r = res[name]
-            vs = ""
+            extra = ""
             if name != "reference":
-                vs = f"{r['speedup']:.2f}x faster, {r['memory_ratio']:.2f}x mem"
+                extra = f" {r['speedup']:>8.2f}x {r['cpu_ratio']:>8.2f}x {r['memory_ratio']:>5.2f}x"
             print(
-                f"{n:>9} {label:<22} {r['median_seconds']:>9.2f} {r['median_peak_tree_rss_mb']:>8.0f} {vs:>24}"
+                f"{n:>9} {label:<22} {r['median_seconds']:>7.2f} {r['median_cpu_seconds']:>7.2f}"
+                f" {r['median_peak_tree_rss_mb']:>7.0f} {r['median_peak_tree_pss_mb']:>7.0f}{extra}"
             )
         c = res["correctness"]
         print(
             f"{'':>9} kept: reference {c['reference_kept']}, pebr {c['pebr_kept']} "
-            f"(the difference is {c['extra_duplicate_drops']} verified duplicates)"
+            f"(the difference: {c['extra_duplicate_drops']} duplicates, each verified)"
         )
+    print(
+        "\nspeed-up = reference wall / pebr wall (medians); cpu ratio = reference CPU / pebr CPU "
+        "summed over all processes;\nmem = peak summed RSS of the pebr process tree / the reference's"
+    )
     if len(results) > 1:
         print()
-        print("growth (seconds and MB per 100K records):")
+        print("growth (per 100K records: wall s, cpu s, peak RSS MB):")
         for res in results:
             k = res["records"] / 100_000
-            print(
-                f"{res['records']:>9}  reference {res['reference']['median_seconds'] / k:6.2f}s "
-                f"{res['reference']['median_peak_tree_rss_mb'] / k:6.0f}MB   "
-                f"pebr {res['pebr']['median_seconds'] / k:6.2f}s {res['pebr']['median_peak_tree_rss_mb'] / k:6.0f}MB   "
-                f"cached {res['pebr_cached']['median_seconds'] / k:6.2f}s"
-            )
+            parts = []
+            for name in ("reference", "pebr", "pebr_cached"):
+                r = res[name]
+                parts.append(
+                    f"{name} {r['median_seconds'] / k:5.2f} {r['median_cpu_seconds'] / k:5.2f} "
+                    f"{r['median_peak_tree_rss_mb'] / k:5.0f}"
+                )
+            print(f"{res['records']:>9}  " + "   ".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,13 @@ def _dataset_info_entry(layout: str, mkey: str | None, config: FilterConfig) -> 
     }
 
 
+_BROKEN_POOL = (
+    "a filter worker process died. Worker processes are started with 'spawn', which re-imports "
+    'the calling script: call filter_dataset under `if __name__ == "__main__":` (or pass '
+    "workers=0); a worker killed for memory shows the same error"
+)
+
+
 def _results(
     source: InputSource,
     config: FilterConfig,
@@ -301,7 +309,10 @@ def _results(
     ) as pool:
         try:
             for task in tasks:
-                window.append((task, pool.submit(run_task, task)))
+                try:
+                    window.append((task, pool.submit(run_task, task)))
+                except BrokenProcessPool as exc:
+                    raise RuntimeError(_BROKEN_POOL) from exc
                 # a bounded window keeps memory flat: results are consumed in order
                 while len(window) > 2 * n_workers + 1:
                     t, fut = window.popleft()
@@ -309,6 +320,8 @@ def _results(
             while window:
                 t, fut = window.popleft()
                 yield t, fut.result()
+        except BrokenProcessPool as exc:
+            raise RuntimeError(_BROKEN_POOL) from exc
         finally:
             for _t, fut in window:
                 fut.cancel()
@@ -370,7 +383,7 @@ def filter_dataset(
         try:
             for task, res in _results(source, config, layout, root, cache_path):
                 _absorb(task, res, source, config, dedup, kept_json, kept_pq, dropped_pq, lines, report)
-                if res.cache:
+                if res.cache and res.cache["n"]:
                     cache_tables.append(cache_table(res.cache))
                 image_stats.update(res.stats)
                 done += res.n

@@ -120,7 +120,7 @@ class ChunkResult:
     dup_keys: list[bytes]
     batch: pa.RecordBatch
     raw: list[bytes] | None = None
-    cache: list[tuple[Any, ...]] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
 
 
