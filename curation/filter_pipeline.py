@@ -388,11 +388,10 @@ def filter_dataset(
                 image_stats.update(res.stats)
                 done += res.n
                 if progress is not None:
-                    frac = (
-                        (task.base + task.length) / source.total_bytes
-                        if source.has_spans and source.total_bytes
-                        else 0.0
-                    )
+                    if source.has_spans:
+                        frac = (task.base + task.length) / max(source.total_bytes, 1)
+                    else:
+                        frac = done / max(source.total_rows or done, 1)
                     progress(done, frac)
         except BadRecordError as exc:
             where = (
@@ -407,6 +406,9 @@ def filter_dataset(
         kept_pq.close()
         dropped_pq.close()
         _close_fds()
+        report.records = source.n_records
+        report.images = dict(image_stats)
+        _check_accounting(report, kept_json.count, kept_pq.count, dropped_pq.count)
     except BaseException:
         _close_fds()
         for f in (kept_json.f,):
@@ -420,9 +422,6 @@ def filter_dataset(
             p.unlink(missing_ok=True)
         raise
 
-    report.records = source.n_records
-    report.images = dict(image_stats)
-    _check_accounting(report, kept_json.count, kept_pq.count, dropped_pq.count)
     for name, path in tmp.items():
         os.replace(path, out / name)
         report.outputs[name] = str(out / name)

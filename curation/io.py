@@ -456,6 +456,7 @@ class InputSource:
         self.skip_bad_lines = skip_bad_lines
         self.n_records = 0
         self.total_bytes = os.path.getsize(self.path) if os.path.isfile(self.path) else 0
+        self.total_rows: int | None = None  # known up front for Parquet and saved datasets
 
     @property
     def has_spans(self) -> bool:
@@ -493,6 +494,7 @@ class InputSource:
             yield from pf.iter_batches(batch_size=chunk_records)
             return
         table = load_hf_table(self.path, self.split)
+        self.total_rows = table.num_rows
         yield from table.to_batches(max_chunksize=chunk_records)
 
     def first_records(self, limit: int = 50) -> list[Any]:

@@ -333,7 +333,7 @@ def test_accounting_is_checked_in_code(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(fp, "_absorb", lose_one_record)
     with pytest.raises(AccountingError, match="kept"):
         filter_dataset(src, images, tmp_path / "out", CFG.replace(cache=False))
-    assert not (tmp_path / "out" / "kept.json").exists()
+    assert os.listdir(tmp_path / "out") == []  # nothing published, no temporary files left
 
 
 def test_worker_processes_give_the_same_outputs(dataset, tmp_path):
@@ -362,3 +362,23 @@ def test_missing_image_root_and_input(tmp_path):
         filter_dataset(tmp_path / "d.json", tmp_path / "nope", tmp_path / "out", CFG)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         filter_dataset(tmp_path / "nope.json", tmp_path, tmp_path / "out", CFG)
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_progress_reaches_every_record(dataset, tmp_path, fmt):
+    _root, records, expected, images = dataset
+    if fmt == "json":
+        src = write_json(records, tmp_path / "in.json")
+        n = len(records)
+    else:
+        recs, _ = tabular(records, expected)
+        src = tmp_path / "in.parquet"
+        pq.write_table(pa.Table.from_pylist(recs), src)
+        n = len(recs)
+    seen = []
+    filter_dataset(
+        src, images, tmp_path / "out", CFG.replace(cache=False), progress=lambda r, f: seen.append((r, f))
+    )
+    assert seen == sorted(seen)
+    assert seen[-1][0] == n
+    assert seen[-1][1] == pytest.approx(1.0, abs=0.01)
