@@ -38,7 +38,7 @@ from typing import Any
 
 from curation.filter_config import FilterConfig
 from curation.filters import CODES, REASONS, detect_layout
-from curation.images import CACHE_FILENAME, cache_table, save_cache
+from curation.images import CACHE_FILENAME, CacheWriter, cache_table
 from curation.io import BadInputError, InputSource, Task, describe_position
 
 logger = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ def filter_dataset(
     kept_pq = _ParquetOut(tmp[KEPT_PARQUET], RECORD_SCHEMA)
     dropped_pq = _ParquetOut(tmp[DROPPED_PARQUET], dropped_schema())
     dedup = _Dedup(source, layout, config)
-    cache_tables = []
+    cache_out = CacheWriter(cache_path, root) if cache_path is not None else None
     image_stats: collections.Counter[str] = collections.Counter()
     lines = _LineCounter(source.path) if source.fmt == "json" else None
     done = 0
@@ -383,8 +383,8 @@ def filter_dataset(
         try:
             for task, res in _results(source, config, layout, root, cache_path):
                 _absorb(task, res, source, config, dedup, kept_json, kept_pq, dropped_pq, lines, report)
-                if res.cache and res.cache["n"]:
-                    cache_tables.append(cache_table(res.cache))
+                if cache_out is not None and res.cache and res.cache["n"]:
+                    cache_out.write(cache_table(res.cache))
                 image_stats.update(res.stats)
                 done += res.n
                 if progress is not None:
@@ -411,6 +411,8 @@ def filter_dataset(
         _check_accounting(report, kept_json.count, kept_pq.count, dropped_pq.count)
     except BaseException:
         _close_fds()
+        if cache_out is not None:
+            cache_out.abort()
         for f in (kept_json.f,):
             f.close()
         for w in (kept_pq, dropped_pq):
@@ -430,14 +432,10 @@ def filter_dataset(
         name = config.dataset_name or f"{input_path.stem}_kept"
         _write_dataset_info(out / DATASET_INFO, name, entry)
         report.outputs[DATASET_INFO] = str(out / DATASET_INFO)
-    if cache_path is not None and cache_tables:
-        rows = save_cache(cache_path, root, cache_tables)
-        logger.info(
-            "image cache %s: %d entries (%d new or changed)",
-            cache_path,
-            rows,
-            sum(t.num_rows for t in cache_tables),
-        )
+    if cache_out is not None:
+        new_rows = cache_out.commit()
+        if new_rows:
+            logger.info("image cache %s: %d entries new or changed", cache_path, new_rows)
     report.seconds = time.perf_counter() - t0
     report.outputs[REPORT_JSON] = str(out / REPORT_JSON)
     (out / REPORT_JSON).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -853,7 +853,7 @@ def save_cache(
     import pyarrow.parquet as pq
 
     schema = _cache_schema()
-    tables = [t for t in new_tables if t.num_rows]
+    tables = [t.replace_schema_metadata(None).cast(schema) for t in new_tables if t.num_rows]
     if not tables:
         return 0
     new = pa.concat_tables(tables)
@@ -878,3 +878,52 @@ def save_cache(
     pq.write_table(merged, tmp, compression="zstd", use_dictionary=["status", "format"])
     os.replace(tmp, path)
     return merged.num_rows
+
+
+class CacheWriter:
+    """Streams the probe results of a run to a temporary file; :meth:`commit` publishes them.
+
+    With no sidecar yet the file is simply renamed into place (an image probed by two
+    workers may appear twice: readers keep the last row); otherwise it is merged into the
+    existing sidecar with :func:`save_cache`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], image_root: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.image_root = image_root
+        self.tmp = f"{self.path}.new-{os.getpid()}"
+        self.writer: Any = None
+        self.rows = 0
+
+    def write(self, table: Any) -> None:
+        if not table.num_rows:
+            return
+        if self.writer is None:
+            import pyarrow.parquet as pq
+
+            schema = _cache_schema().with_metadata(_cache_identity(self.image_root))
+            self.writer = pq.ParquetWriter(
+                self.tmp, schema, compression="zstd", use_dictionary=["status", "format"]
+            )
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def commit(self) -> int:
+        """Publish the rows written; returns how many there were."""
+        if self.writer is None:
+            return 0
+        self.writer.close()
+        self.writer = None
+        if os.path.exists(self.path):
+            save_cache(self.path, self.image_root, [_read_sidecar(self.tmp)])
+            os.unlink(self.tmp)
+        else:
+            os.replace(self.tmp, self.path)
+        return self.rows
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
