@@ -778,7 +778,8 @@ class CachedInfos:
         self.decoded = bytes(col("decoded").to_pylist())
         self.status, self.status_names = codes("status")
         self.format, self.format_names = codes("format")
-        self.digests = "".join(d or "0" * 64 for d in col("sha256").to_pylist())
+        # raw 32-byte digests, half the size of their hex text
+        self.digests = bytes.fromhex("".join(d or "0" * 64 for d in col("sha256").to_pylist()))
         # details and decode errors exist only for the few bad files
         self.detail = sparse("detail")
         self.decode_error = sparse("decode_error")
@@ -799,7 +800,7 @@ class CachedInfos:
             None if w < 0 else w,
             None if h < 0 else h,
             self.format_names[self.format[i]],
-            self.digests[64 * i : 64 * i + 64],
+            self.digests[32 * i : 32 * i + 32].hex(),
             self.size[i],
             self.mtime[i],
             self.detail.get(i),
