@@ -1,0 +1,652 @@
+"""``filter_dataset``: run the filter stages over a dataset and write the run directory.
+
+Outputs in ``out_dir``:
+
+=====================  =======================================================================
+``kept.json``          the kept records, in input order, each byte for byte as in the input
+                       (JSON/JSONL sources), ready for LLaMA-Factory
+``dataset_info.json``  a LLaMA-Factory entry for ``kept.json`` (sharegpt inputs)
+``kept.parquet``       the kept records in the canonical schema (:mod:`curation.schema`)
+``dropped.parquet``    every dropped record: input index, reason, detail, line/byte offset and
+                       its original JSON text
+``report.json``        counts (input, per drop reason, kept), image-check counters, config
+=====================  =======================================================================
+
+``kept + dropped == input`` is checked before anything is published; the files are written
+under temporary names and renamed at the end, so a failed run leaves no half-written output.
+
+Example::
+
+    >>> report = filter_dataset("mulberry_sft.json", "images/", "runs/filter")  # doctest: +SKIP
+    >>> report.kept, report.dropped["reflective"]
+    (243718, 7553)
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.filter_config import FilterConfig
+from curation.filters import CODES, REASONS, detect_layout
+from curation.images import CACHE_FILENAME, CacheWriter, cache_table
+from curation.io import BadInputError, InputSource, Task, describe_position
+
+logger = logging.getLogger(__name__)
+
+KEPT_JSON = "kept.json"
+KEPT_PARQUET = "kept.parquet"
+DROPPED_PARQUET = "dropped.parquet"
+REPORT_JSON = "report.json"
+DATASET_INFO = "dataset_info.json"
+_ROWS_PER_GROUP = 8192  # Parquet row group size of the outputs
+_REASON_OF = {code: reason for reason, code in CODES.items()}
+
+#: ``progress(records_done, fraction_done)``: called after each unit of work.
+ProgressCallback = Callable[[int, float], None]
+
+
+@dataclass
+class FilterReport:
+    """What a filter run did; ``report.json`` is :meth:`to_dict`."""
+
+    input: str
+    format: str
+    layout: str
+    image_root: str
+    out_dir: str
+    records: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    images: dict[str, int] = field(default_factory=dict)
+    cache_path: str | None = None
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        import PIL
+
+        return {
+            "input": self.input,
+            "format": self.format,
+            "layout": self.layout,
+            "image_root": self.image_root,
+            "out_dir": self.out_dir,
+            "records": self.records,
+            "kept": self.kept,
+            "dropped_total": self.dropped_total,
+            "dropped": dict(self.dropped),
+            "images": dict(self.images),
+            "cache_path": self.cache_path,
+            "seconds": round(self.seconds, 3),
+            "pillow_version": PIL.__version__,
+            "config": self.config,
+            "outputs": dict(self.outputs),
+        }
+
+
+class AccountingError(RuntimeError):
+    """kept + dropped != input: a bug, never a property of the data."""
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class _KeptJson:
+    """Streams ``kept.json``: a JSON list of the kept records' original text."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = path.open("wb")
+        self.count = 0
+
+    def write(self, pieces: list[Any], records: int) -> None:
+        """Append ``pieces`` (each one record or a run of records with their separators)."""
+        if not pieces:
+            return
+        sep = b",\n  "
+        self.f.write((b"[\n  " if self.count == 0 else sep) + sep.join(pieces))
+        self.count += records
+
+    def close(self) -> None:
+        self.f.write(b"\n]\n" if self.count else b"[]\n")
+        self.f.close()
+
+
+class _ParquetOut:
+    """A Parquet writer that batches rows into row groups of about ``_ROWS_PER_GROUP``."""
+
+    def __init__(self, path: Path, schema: Any) -> None:
+        import pyarrow.parquet as pq
+
+        self.schema = schema
+        # dictionary encoding and statistics only where values repeat (uids and texts are unique)
+        small = [f.name for f in schema if f.name in ("source", "task", "stage_hint", "meta", "reason")]
+        self.writer = pq.ParquetWriter(
+            str(path), schema, compression="zstd", use_dictionary=small, write_statistics=[*small, "index"]
+        )
+        self.pending: list[Any] = []
+        self.pending_rows = 0
+        self.count = 0
+
+    def write(self, batches: list[Any]) -> None:
+        for batch in batches:
+            if batch.num_rows:
+                self.pending.append(batch)
+                self.pending_rows += batch.num_rows
+                self.count += batch.num_rows
+        if self.pending_rows >= _ROWS_PER_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending, schema=self.schema))
+            self.pending, self.pending_rows = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def dropped_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("index", pa.int64(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("detail", pa.string()),
+            pa.field("line", pa.int64()),
+            pa.field("offset", pa.int64()),
+            pa.field("raw", pa.string()),
+        ]
+    )
+
+
+class _LineCounter:
+    """Line numbers of byte offsets in a file, counted forwards as the tasks go by (in order)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.line = 1
+
+    def advance(self, to: int, buf: bytes, base: int) -> None:
+        """Move to byte ``to``; ``buf`` holds the file's bytes from ``base`` (``base <= to``)."""
+        if to <= self.offset:
+            return
+        if self.offset < base:  # the separator bytes between two tasks
+            self.line += _pread(self.path, self.offset, base - self.offset).count(b"\n")
+            self.offset = base
+        self.line += buf.count(b"\n", self.offset - base, to - base)
+        self.offset = to
+
+
+_FDS: dict[str, int] = {}
+
+
+def _pread(path: str, offset: int, length: int) -> bytes:
+    """Bytes of ``path`` through a descriptor kept open for the run (see ``_close_fds``)."""
+    fd = _FDS.get(path)
+    if fd is None:
+        fd = _FDS[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    return os.pread(fd, length, offset)
+
+
+def _close_fds() -> None:
+    while _FDS:
+        os.close(_FDS.popitem()[1])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _default_cache_path(image_root: Path, out_dir: Path) -> Path:
+    if os.access(image_root, os.W_OK):
+        return image_root / CACHE_FILENAME
+    logger.info("image root %s is not writable; keeping the image cache in %s", image_root, out_dir)
+    return out_dir / CACHE_FILENAME
+
+
+def _choose_layout(source: InputSource, config: FilterConfig) -> tuple[str, str | None]:
+    """The layout, and the messages key of the first sharegpt record (for dataset_info)."""
+    samples = source.first_records()
+    for rec in samples:
+        layout = detect_layout(rec, config.columns)
+        if layout is not None and config.layout in ("auto", layout):
+            mkey = None
+            if layout == "sharegpt":
+                mkey = config.columns.get("messages") or (
+                    "messages" if "messages" in rec else "conversations"
+                )
+            return layout, mkey
+    if config.layout != "auto":
+        return config.layout, config.columns.get("messages", "messages")
+    if not samples:
+        return "sharegpt", "messages"  # nothing parseable to look at: every record will be dropped
+    raise ValueError(
+        f"{source.path}: cannot tell the layout from the first records (no 'messages', "
+        "'conversations' or 'problem' key); set layout or a column mapping"
+    )
+
+
+def _dataset_info_entry(layout: str, mkey: str | None, config: FilterConfig) -> dict[str, Any] | None:
+    if layout != "sharegpt":
+        return None
+    cols = config.columns
+    images_key = cols.get("images", "images")
+    if mkey == "conversations" and "messages" not in cols:
+        tags = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}
+    else:
+        tags = {
+            "role_tag": cols.get("role", "role"),
+            "content_tag": cols.get("content", "content"),
+            "user_tag": cols.get("user", "user"),
+            "assistant_tag": cols.get("assistant", "assistant"),
+        }
+    tags["system_tag"] = cols.get("system", "system")
+    return {
+        "file_name": KEPT_JSON,
+        "formatting": "sharegpt",
+        "columns": {"messages": mkey or "messages", "images": images_key},
+        "tags": tags,
+    }
+
+
+_BROKEN_POOL = (
+    "a filter worker process died. Worker processes are started with 'spawn', which re-imports "
+    'the calling script: call filter_dataset under `if __name__ == "__main__":` (or pass '
+    "workers=0); a worker killed for memory shows the same error"
+)
+
+
+def _results(
+    source: InputSource,
+    config: FilterConfig,
+    layout: str,
+    image_root: Path,
+    cache_path: Path | None,
+) -> Iterator[tuple[Task, Any]]:
+    """(task, ChunkResult) in input order, from a process pool or from this process."""
+    from curation.filter_worker import FilterWorker, init_worker, run_task
+
+    tasks = source.tasks(config.chunk_records)
+    cache_arg = str(cache_path) if cache_path else None
+    n_workers = config.n_workers
+    if n_workers == 0:
+        worker = FilterWorker(config, layout, str(image_root), cache_arg)
+        try:
+            for task in tasks:
+                yield task, worker.run(task)
+        finally:
+            worker.close()
+        return
+    import multiprocessing
+
+    # spawn: safe with the threads pyarrow/polars start in this process, same on every OS
+    ctx = multiprocessing.get_context("spawn")
+    window: collections.deque[tuple[Task, Future]] = collections.deque()
+    with ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=ctx,
+        initializer=init_worker,
+        initargs=(config, layout, str(image_root), cache_arg),
+    ) as pool:
+        try:
+            for task in tasks:
+                try:
+                    window.append((task, pool.submit(run_task, task)))
+                except BrokenProcessPool as exc:
+                    raise RuntimeError(_BROKEN_POOL) from exc
+                # a bounded window keeps memory flat: results are consumed in order
+                while len(window) > 2 * n_workers + 1:
+                    t, fut = window.popleft()
+                    yield t, fut.result()
+            while window:
+                t, fut = window.popleft()
+                yield t, fut.result()
+        except BrokenProcessPool as exc:
+            raise RuntimeError(_BROKEN_POOL) from exc
+        finally:
+            for _t, fut in window:
+                fut.cancel()
+
+
+def filter_dataset(
+    input: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: FilterConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> FilterReport:
+    """Filter ``input`` (JSON list, JSONL, Parquet or a saved dataset) into ``out_dir``.
+
+    ``image_root`` is the directory the records' relative image paths start from. Returns
+    the :class:`FilterReport` also written to ``report.json``. Raises
+    :class:`curation.io.BadInputError` (a ``ValueError``) for unreadable input unless
+    ``config.skip_bad_lines``, ``FileNotFoundError`` for a missing input or image root.
+    """
+    from curation.filter_worker import BadRecordError
+
+    config = config or FilterConfig()
+    t0 = time.perf_counter()
+    input_path = Path(input)
+    root = Path(image_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image root {root} is not a directory")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = InputSource(input_path, split=config.split, skip_bad_lines=config.skip_bad_lines)
+    layout, mkey = _choose_layout(source, config)
+    cache_path = None
+    if config.cache:
+        cache_path = Path(config.cache_path) if config.cache_path else _default_cache_path(root, out)
+    report = FilterReport(
+        input=str(input_path),
+        format=source.fmt,
+        layout=layout,
+        image_root=str(root),
+        out_dir=str(out),
+        cache_path=str(cache_path) if cache_path else None,
+        config=config.to_dict(),
+    )
+    logger.info("filtering %s (%s, %s layout) with images under %s", input_path, source.fmt, layout, root)
+
+    from curation.schema import RECORD_SCHEMA
+
+    tmp = {name: out / f".{name}.tmp-{os.getpid()}" for name in (KEPT_JSON, KEPT_PARQUET, DROPPED_PARQUET)}
+    kept_json = _KeptJson(tmp[KEPT_JSON])
+    kept_pq = _ParquetOut(tmp[KEPT_PARQUET], RECORD_SCHEMA)
+    dropped_pq = _ParquetOut(tmp[DROPPED_PARQUET], dropped_schema())
+    dedup = _Dedup(source, layout, config)
+    cache_out = CacheWriter(cache_path, root) if cache_path is not None else None
+    image_stats: collections.Counter[str] = collections.Counter()
+    lines = _LineCounter(source.path) if source.fmt == "json" else None
+    done = 0
+    try:
+        try:
+            for task, res in _results(source, config, layout, root, cache_path):
+                _absorb(task, res, source, config, dedup, kept_json, kept_pq, dropped_pq, lines, report)
+                if cache_out is not None and res.cache and res.cache["n"]:
+                    cache_out.write(cache_table(res.cache))
+                image_stats.update(res.stats)
+                done += res.n
+                if progress is not None:
+                    if source.has_spans:
+                        frac = (task.base + task.length) / max(source.total_bytes, 1)
+                    else:
+                        frac = done / max(source.total_rows or done, 1)
+                    progress(done, frac)
+        except BadRecordError as exc:
+            where = (
+                f"line {exc.line} (byte {exc.offset})"
+                if exc.line is not None
+                else describe_position(source.path, exc.offset)
+            )
+            raise BadInputError(
+                f"{source.path}: {where}: {exc.message}; use --skip-bad-lines to drop such records"
+            ) from None
+        kept_json.close()
+        kept_pq.close()
+        dropped_pq.close()
+        _close_fds()
+        report.records = source.n_records
+        report.images = dict(image_stats)
+        _check_accounting(report, kept_json.count, kept_pq.count, dropped_pq.count)
+    except BaseException:
+        _close_fds()
+        if cache_out is not None:
+            cache_out.abort()
+        for f in (kept_json.f,):
+            f.close()
+        for w in (kept_pq, dropped_pq):
+            try:
+                w.writer.close()
+            except Exception:
+                logger.debug("could not close a partial output", exc_info=True)
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+        raise
+
+    for name, path in tmp.items():
+        os.replace(path, out / name)
+        report.outputs[name] = str(out / name)
+    entry = _dataset_info_entry(layout, mkey, config)
+    if entry is not None:
+        name = config.dataset_name or f"{input_path.stem}_kept"
+        _write_dataset_info(out / DATASET_INFO, name, entry)
+        report.outputs[DATASET_INFO] = str(out / DATASET_INFO)
+    if cache_out is not None:
+        new_rows = cache_out.commit()
+        if new_rows:
+            logger.info("image cache %s: %d entries new or changed", cache_path, new_rows)
+    report.seconds = time.perf_counter() - t0
+    report.outputs[REPORT_JSON] = str(out / REPORT_JSON)
+    (out / REPORT_JSON).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    logger.info(
+        "%d records: %d kept, %d dropped (%s) in %.1fs",
+        report.records,
+        report.kept,
+        report.dropped_total,
+        ", ".join(f"{k} {v}" for k, v in report.dropped.items() if v),
+        report.seconds,
+    )
+    return report
+
+
+class _Dedup:
+    """The duplicate stage, run in input order in the main process.
+
+    ``F`` keys (images + normalised question) are final. ``I`` keys (images only, see
+    :func:`curation.filters.duplicate_key`) are settled here: on a collision the normalised
+    questions are compared, the earlier record's question being read back from the input.
+    """
+
+    def __init__(self, source: InputSource, layout: str, config: FilterConfig) -> None:
+        self.source = source
+        self.layout = layout
+        self.columns = config.columns
+        self.seen: dict[bytes, Any] = {}
+        self._firsts: list[int] = []
+        self._spans: list[tuple[Any, Any]] = []
+
+    def add_task(self, task: Task) -> None:
+        if task.starts is not None:
+            self._firsts.append(task.first)
+            self._spans.append((task.starts + task.base, task.ends + task.base))
+
+    def _question(self, index: int) -> str:
+        import bisect
+
+        import orjson
+
+        from curation.convert import strip_image_tags
+        from curation.filters import parse_pebr, parse_sharegpt
+
+        t = bisect.bisect_right(self._firsts, index) - 1
+        starts, ends = self._spans[t]
+        k = index - self._firsts[t]
+        rec = orjson.loads(_pread(self.source.path, int(starts[k]), int(ends[k] - starts[k])))
+        parse = parse_sharegpt if self.layout == "sharegpt" else parse_pebr
+        parsed = parse(rec, self.columns)
+        if not hasattr(parsed, "turns"):  # it was kept earlier, so it parsed then
+            raise RuntimeError(f"record {index} no longer parses: {parsed}")
+        return strip_image_tags(next(c for r, c in parsed.turns if r == "user"))
+
+    def collide(self, key: bytes, entry: Any, index: int, question: Callable[[], str]) -> int | None:
+        """A key seen before: the earlier record this one duplicates, or ``None`` (then remembered)."""
+        from curation.filters import question_key
+
+        if key[:1] == b"F":
+            return entry
+        if type(entry) is int:
+            entry = {question_key(self._question(entry)): entry}
+            self.seen[key] = entry
+        qk = question_key(question())
+        first = entry.get(qk)
+        if first is None:
+            entry[qk] = index
+        return first
+
+
+def _runs_np(positions: Any) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive integers in a sorted numpy array, as inclusive pairs."""
+    import numpy as np
+
+    if len(positions) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    firsts = np.concatenate(([positions[0]], positions[breaks + 1]))
+    lasts = np.concatenate((positions[breaks], [positions[-1]]))
+    return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
+
+
+_WS_BYTES = frozenset(b" \t\r\n")
+
+
+def _strip_span(buf: bytes, s: int, e: int) -> tuple[int, int]:
+    while s < e and buf[s] in _WS_BYTES:
+        s += 1
+    while e > s and buf[e - 1] in _WS_BYTES:
+        e -= 1
+    return s, e
+
+
+def _absorb(
+    task: Task,
+    res: Any,
+    source: InputSource,
+    config: FilterConfig,
+    dedup: _Dedup,
+    kept_json: _KeptJson,
+    kept_pq: _ParquetOut,
+    dropped_pq: _ParquetOut,
+    lines: _LineCounter | None,
+    report: FilterReport,
+) -> None:
+    """Decide duplicates for one result (in input order) and write its kept and dropped records."""
+    import numpy as np
+    import pyarrow as pa
+
+    dedup.add_task(task)
+    codes = res.codes
+    details = res.details
+    cand = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8) == 0)
+    keep_rows = np.arange(len(cand))
+    if config.drop_duplicates and len(cand):
+        seen = dedup.seen
+        keys = res.dup_keys
+        indices = (cand + res.first).tolist()
+        collisions = seen.keys() & keys  # in C; usually empty
+        if not collisions and len(set(keys)) == len(keys):
+            seen.update(zip(keys, indices, strict=True))
+        else:
+            dup_code = CODES["duplicate"]
+            questions = res.batch.column("question")
+            dups = []
+            for j, (key, index) in enumerate(zip(keys, indices, strict=True)):
+                entry = seen.get(key)
+                if entry is None:
+                    seen[key] = index
+                    continue
+                earlier = dedup.collide(key, entry, index, questions[j].as_py)
+                if earlier is not None:
+                    i = index - res.first
+                    codes[i] = dup_code
+                    details[i] = f"same images and question as record {earlier}"
+                    dups.append(j)
+            if dups:
+                keep_rows = np.delete(keep_rows, dups)
+    kept_idx = cand[keep_rows]
+
+    # kept.json: each run of consecutive kept records is one slice of the input, so the
+    # records (and the separators between them) are the input's bytes
+    buf = None
+    if source.has_spans:
+        buf = task.read_range()
+        view = memoryview(buf)
+        starts, ends = task.starts, task.ends
+        pieces = []
+        # JSON Lines have no commas between records: there every record is its own piece
+        runs = _runs_np(kept_idx) if source.fmt == "json" else [(i, i) for i in kept_idx.tolist()]
+        for a, b in runs:
+            s0, _ = _strip_span(buf, int(starts[a]), int(ends[a]))
+            _, e1 = _strip_span(buf, int(starts[b]), int(ends[b]))
+            pieces.append(view[s0:e1])
+        kept_json.write(pieces, len(kept_idx))
+    else:
+        kept_json.write([res.raw[i] for i in kept_idx.tolist()], len(kept_idx))
+    if len(keep_rows) == res.batch.num_rows:
+        kept_pq.write([res.batch])
+    else:
+        kept_pq.write([res.batch.slice(a, b - a + 1) for a, b in _runs_np(keep_rows)])
+    report.kept += len(kept_idx)
+
+    if len(kept_idx) == res.n:
+        return
+    dropped = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8)).tolist()
+    cols: dict[str, list[Any]] = {c: [] for c in ("index", "reason", "detail", "line", "offset", "raw")}
+    for i in dropped:
+        reason = _REASON_OF[codes[i]]
+        report.dropped[reason] += 1
+        cols["index"].append(res.first + i)
+        cols["reason"].append(reason)
+        cols["detail"].append(details.get(i))
+        if buf is not None:
+            s, e = _strip_span(buf, int(task.starts[i]), int(task.ends[i]))
+            off = task.base + s
+            if task.lines is not None:
+                line = int(task.lines[i])
+            else:
+                assert lines is not None
+                lines.advance(off, buf, task.base)
+                line = lines.line
+            cols["line"].append(line)
+            cols["offset"].append(off)
+            cols["raw"].append(buf[s:e].decode("utf-8", "replace"))
+        else:
+            cols["line"].append(None)
+            cols["offset"].append(None)
+            cols["raw"].append(res.raw[i].decode("utf-8", "replace"))
+    dropped_pq.write([pa.RecordBatch.from_pydict(cols, schema=dropped_pq.schema)])
+
+
+def _check_accounting(report: FilterReport, json_count: int, kept_rows: int, dropped_rows: int) -> None:
+    if report.kept + report.dropped_total != report.records:
+        raise AccountingError(
+            f"kept {report.kept} + dropped {report.dropped_total} != input {report.records}"
+        )
+    if json_count != report.kept or kept_rows != report.kept:
+        raise AccountingError(f"kept {report.kept} but wrote {json_count} JSON and {kept_rows} Parquet rows")
+    if dropped_rows != report.dropped_total:
+        raise AccountingError(f"dropped {report.dropped_total} but wrote {dropped_rows} rows")
+
+
+def _write_dataset_info(path: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add (or replace) this dataset's entry in a LLaMA-Factory ``dataset_info.json``."""
+    info: dict[str, Any] = {}
+    if path.exists():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); remove it or fix it") from exc
+        if not isinstance(info, dict):
+            raise ValueError(f"{path} must hold a JSON object of datasets")
+    info[name] = entry
+    path.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,341 @@
+"""The image metadata sidecar: probe results in Parquet, keyed by path, size and mtime.
+
+A rerun, or a run with another threshold, reads the sidecar instead of reopening images;
+a file whose size or mtime changed is probed again. The sidecar remembers the probe
+version, the Pillow version and the image root it was made with, and is ignored when any
+of them differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from curation.image_header import CORRUPT, MISSING, OK, PROBE_VERSION, UNSAFE, ImageInfo
+
+logger = logging.getLogger(__name__)
+
+CACHE_FILENAME = ".pebr-image-cache.parquet"
+_CACHE_COLUMNS = (
+    "path",
+    "size",
+    "mtime_ns",
+    "status",
+    "width",
+    "height",
+    "format",
+    "sha256",
+    "detail",
+    "decoded",
+    "decode_error",
+)
+
+
+def _cache_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("size", pa.int64()),
+            ("mtime_ns", pa.int64()),
+            ("status", pa.string()),
+            ("width", pa.int64()),
+            ("height", pa.int64()),
+            ("format", pa.string()),
+            ("sha256", pa.string()),
+            ("detail", pa.string()),
+            ("decoded", pa.bool_()),
+            ("decode_error", pa.string()),
+        ]
+    )
+
+
+def _cache_identity(image_root: str | os.PathLike[str]) -> dict[bytes, bytes]:
+    import PIL
+
+    return {
+        b"pebr_probe_version": str(PROBE_VERSION).encode(),
+        b"pillow_version": PIL.__version__.encode(),
+        b"image_root": os.path.realpath(os.fspath(image_root)).encode(),
+    }
+
+
+_STATUSES = (OK, CORRUPT, MISSING, UNSAFE)
+
+
+def cache_rows(items: Iterable[tuple[str, ImageInfo]]) -> dict[str, Any]:
+    """Probe results of files that were read, packed for the trip between processes.
+
+    A handful of flat buffers instead of a tuple per file (pickling tuples costs a few
+    microseconds per file); :func:`cache_table` unpacks them into the sidecar's columns.
+    """
+    import array
+
+    rows = [(rel, info) for rel, info in items if info.mtime_ns is not None]
+    formats: list[str | None] = [None]
+    fmt_codes = bytearray()
+    for _rel, info in rows:
+        if info.format not in formats:
+            formats.append(info.format)
+        fmt_codes.append(formats.index(info.format))
+    return {
+        "path": "\x00".join(rel for rel, _ in rows),
+        "n": len(rows),
+        "size": array.array("q", [i.size for _, i in rows]),
+        "mtime_ns": array.array("q", [i.mtime_ns for _, i in rows]),
+        "status": bytes(_STATUSES.index(i.status) for _, i in rows),
+        "width": array.array("q", [-1 if i.width is None else i.width for _, i in rows]),
+        "height": array.array("q", [-1 if i.height is None else i.height for _, i in rows]),
+        "format": bytes(fmt_codes),
+        "formats": formats,
+        "sha256": [i.sha256 for _, i in rows],
+        "detail": {k: i.detail for k, (_, i) in enumerate(rows) if i.detail is not None},
+        "decoded": bytes(i.decoded for _, i in rows),
+        "decode_error": {k: i.decode_error for k, (_, i) in enumerate(rows) if i.decode_error is not None},
+    }
+
+
+def cache_table(rows: dict[str, Any]) -> Any:
+    """Rows from :func:`cache_rows` as a sidecar table."""
+    import numpy as np
+    import pyarrow as pa
+
+    schema = _cache_schema()
+    n = rows["n"]
+    if not n:
+        return schema.empty_table()
+
+    def ints(name: str) -> Any:
+        values = np.frombuffer(rows[name], dtype=np.int64)
+        return pa.array(values, pa.int64(), mask=values < 0)
+
+    def sparse(name: str) -> Any:
+        values: list[str | None] = [None] * n
+        for k, v in rows[name].items():
+            values[k] = v
+        return pa.array(values, pa.string())
+
+    status = np.frombuffer(rows["status"], dtype=np.uint8)
+    fmt = np.frombuffer(rows["format"], dtype=np.uint8)
+    cols = {
+        "path": pa.array(rows["path"].split("\x00"), pa.string()),
+        "size": pa.array(np.frombuffer(rows["size"], dtype=np.int64)),
+        "mtime_ns": pa.array(np.frombuffer(rows["mtime_ns"], dtype=np.int64)),
+        "status": pa.array(_STATUSES, pa.string()).take(pa.array(status)),
+        "width": ints("width"),
+        "height": ints("height"),
+        "format": pa.array(rows["formats"], pa.string()).take(pa.array(fmt)),
+        "sha256": pa.array(rows["sha256"], pa.string()),
+        "detail": sparse("detail"),
+        "decoded": pa.array(np.frombuffer(rows["decoded"], dtype=np.uint8).astype(bool)),
+        "decode_error": sparse("decode_error"),
+    }
+    return pa.table(cols, schema=schema)
+
+
+class CachedInfos:
+    """Probe results read from a sidecar, held compactly: ``get(path) -> ImageInfo | None``.
+
+    A dict from path to row plus packed columns (the SHA-256 digests as one byte string)
+    take a fraction of the memory of an ``ImageInfo`` per file; each worker holds one.
+    """
+
+    def __init__(self, table: Any) -> None:
+        import array
+
+        col = table.column
+
+        def ints(name: str) -> array.array:
+            values = col(name).to_pylist()
+            if col(name).null_count:
+                values = [-1 if v is None else v for v in values]
+            return array.array("q", values)
+
+        def codes(name: str) -> tuple[bytes, list[str | None]]:
+            # dictionary-encoded in the sidecar: small integer codes plus the distinct values
+            chunks = col(name).chunks
+            names: list[str | None] = [None]
+            out = bytearray()
+            for chunk in chunks:
+                if hasattr(chunk, "indices"):
+                    local = chunk.dictionary.to_pylist()
+                    remap = []
+                    for v in local:
+                        if v not in names:
+                            names.append(v)
+                        remap.append(names.index(v))
+                    out += bytes(0 if i is None else remap[i] for i in chunk.indices.to_pylist())
+                else:
+                    for v in chunk.to_pylist():
+                        if v not in names:
+                            names.append(v)
+                        out.append(names.index(v))
+            return bytes(out), names
+
+        def sparse(name: str) -> dict[int, str]:
+            c = col(name)
+            if c.null_count == len(c):
+                return {}
+            return {i: v for i, v in enumerate(c.to_pylist()) if v is not None}
+
+        self.row = {p: i for i, p in enumerate(col("path").to_pylist())}
+        self.size = ints("size")
+        self.mtime = ints("mtime_ns")
+        self.width = ints("width")
+        self.height = ints("height")
+        self.decoded = bytes(col("decoded").to_pylist())
+        self.status, self.status_names = codes("status")
+        self.format, self.format_names = codes("format")
+        # raw 32-byte digests, half the size of their hex text
+        self.digests = bytes.fromhex("".join(d or "0" * 64 for d in col("sha256").to_pylist()))
+        # details and decode errors exist only for the few bad files
+        self.detail = sparse("detail")
+        self.decode_error = sparse("decode_error")
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __contains__(self, rel: object) -> bool:
+        return rel in self.row
+
+    def get(self, rel: str) -> ImageInfo | None:
+        i = self.row.get(rel)
+        if i is None:
+            return None
+        w, h = self.width[i], self.height[i]
+        return ImageInfo(
+            self.status_names[self.status[i]],
+            None if w < 0 else w,
+            None if h < 0 else h,
+            self.format_names[self.format[i]],
+            self.digests[32 * i : 32 * i + 32].hex(),
+            self.size[i],
+            self.mtime[i],
+            self.detail.get(i),
+            bool(self.decoded[i]),
+            self.decode_error.get(i),
+        )
+
+
+def _read_sidecar(path: str) -> Any:
+    import pyarrow.parquet as pq
+
+    # ParquetFile.read, unlike read_table, does not import pyarrow.compute (~50 MB per process)
+    return pq.ParquetFile(path, read_dictionary=["status", "format"]).read(use_threads=False)
+
+
+def load_cache(path: str | os.PathLike[str], image_root: str | os.PathLike[str]) -> CachedInfos | None:
+    """Read a sidecar; ``None`` when it is absent or stale.
+
+    A sidecar written by another probe version, another Pillow version (which may open
+    different files) or for another image root is ignored, with a log message.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    try:
+        table = _read_sidecar(path)
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable image cache %s: %s", path, exc)
+        return None
+    meta = table.schema.metadata or {}
+    want = _cache_identity(image_root)
+    stale = [k.decode() for k, v in want.items() if meta.get(k) != v]
+    if stale or list(table.column_names) != list(_CACHE_COLUMNS):
+        logger.info("image cache %s does not match this run (%s); re-checking images", path, stale)
+        return None
+    return CachedInfos(table)
+
+
+def save_cache(
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    new_tables: Iterable[Any],
+) -> int:
+    """Merge new probe results (:func:`cache_table`) into the sidecar at ``path``; newest wins.
+
+    Written to a temporary file and renamed, so a crash never leaves a half-written cache.
+    Returns the number of rows in the sidecar.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    schema = _cache_schema()
+    tables = [t.replace_schema_metadata(None).cast(schema) for t in new_tables if t.num_rows]
+    if not tables:
+        return 0
+    new = pa.concat_tables(tables)
+    # the same file may have been probed twice in one run (two records, one image): keep the last
+    if pc.count_distinct(new.column("path")).as_py() != new.num_rows:
+        idx = pa.array(range(new.num_rows), pa.int64())
+        last = new.select(["path"]).append_column("i", idx).group_by("path").aggregate([("i", "max")])
+        rows = last.column("i_max")
+        new = new.take(pc.take(rows, pc.sort_indices(rows)))
+    path = os.fspath(path)
+    if os.path.exists(path):
+        try:
+            old = _read_sidecar(path)
+        except (OSError, ValueError):
+            old = None
+        same = old is not None and (old.schema.metadata or {}) == _cache_identity(image_root)
+        if same and old.column_names == list(_CACHE_COLUMNS):
+            keep = pc.invert(pc.is_in(old.column("path"), value_set=new.column("path").combine_chunks()))
+            new = pa.concat_tables([old.filter(keep).cast(schema), new])
+    merged = new.replace_schema_metadata(_cache_identity(image_root))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    pq.write_table(merged, tmp, compression="zstd", use_dictionary=["status", "format"])
+    os.replace(tmp, path)
+    return merged.num_rows
+
+
+class CacheWriter:
+    """Streams the probe results of a run to a temporary file; :meth:`commit` publishes them.
+
+    With no sidecar yet the file is simply renamed into place (an image probed by two
+    workers may appear twice: readers keep the last row); otherwise it is merged into the
+    existing sidecar with :func:`save_cache`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], image_root: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.image_root = image_root
+        self.tmp = f"{self.path}.new-{os.getpid()}"
+        self.writer: Any = None
+        self.rows = 0
+
+    def write(self, table: Any) -> None:
+        if not table.num_rows:
+            return
+        if self.writer is None:
+            import pyarrow.parquet as pq
+
+            schema = _cache_schema().with_metadata(_cache_identity(self.image_root))
+            self.writer = pq.ParquetWriter(
+                self.tmp, schema, compression="zstd", use_dictionary=["status", "format"]
+            )
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def commit(self) -> int:
+        """Publish the rows written; returns how many there were."""
+        if self.writer is None:
+            return 0
+        self.writer.close()
+        self.writer = None
+        if os.path.exists(self.path):
+            save_cache(self.path, self.image_root, [_read_sidecar(self.tmp)])
+            os.unlink(self.tmp)
+        else:
+            os.replace(self.tmp, self.path)
+        return self.rows
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)

@@ -1,0 +1,338 @@
+"""Image checks for the filter: safe paths under an image root, probing, a metadata cache.
+
+- :class:`PathResolver` turns a record's relative image path into a file path under the
+  image root, or says why it is unsafe (absolute, ``..``, a symlink out of the root). Unsafe
+  paths are never opened.
+- :class:`ImageChecker` checks one image: safety, then the cached result when the file's
+  size and mtime still match (:mod:`curation.image_cache`), else it reads the file, hashes
+  it and probes its header (:mod:`curation.image_header`).
+
+Example::
+
+    >>> info = probe_file("/data/images", "chartqa/0001.png")   # doctest: +SKIP
+    >>> info.status, info.width, info.height, info.format
+    ('ok', 640, 480, 'PNG')
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+from curation.image_cache import (
+    CACHE_FILENAME,
+    CachedInfos,
+    CacheWriter,
+    cache_rows,
+    cache_table,
+    load_cache,
+    save_cache,
+)
+from curation.image_header import (
+    CORRUPT,
+    MISSING,
+    OK,
+    PROBE_VERSION,
+    UNSAFE,
+    ImageInfo,
+    ProbeStats,
+    _describe,
+    decode_check,
+    fast_probe,
+    pillow_probe,
+    probe_bytes,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CACHE_FILENAME",
+    "CORRUPT",
+    "MISSING",
+    "OK",
+    "PROBE_VERSION",
+    "UNSAFE",
+    "CacheWriter",
+    "CachedInfos",
+    "ImageChecker",
+    "ImageInfo",
+    "PathResolver",
+    "ProbeStats",
+    "cache_rows",
+    "cache_table",
+    "decode_check",
+    "fast_probe",
+    "load_cache",
+    "pillow_probe",
+    "probe_bytes",
+    "probe_file",
+    "save_cache",
+]
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_DIR_FD_OK = os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
+
+
+def _dir_fd_budget() -> int:
+    """How many directory handles to keep open: a quarter of the file limit, raised if allowed."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+            if want > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+        return max(16, min(soft // 4, 16384))
+    except (ImportError, ValueError, OSError):
+        return 256
+
+
+class PathResolver:
+    """Resolves relative image paths under one root, rejecting any that could escape it.
+
+    A path is unsafe when it is empty, absolute (POSIX, Windows drive or UNC), contains a NUL
+    byte or a ``..`` component, or when a directory on the way or the file itself is a
+    symlink that resolves outside the root. Each directory's real location is worked out
+    once (from its parent's, so one ``lstat`` per directory), and usable directories are
+    held open, so files are opened relative to them (``openat``): faster than walking the
+    whole path for every file, and the directory that was checked is the one that is used.
+    """
+
+    def __init__(self, image_root: str | os.PathLike[str]) -> None:
+        self.root = os.path.realpath(os.fspath(image_root))
+        self._prefix = self.root.rstrip(os.sep) + os.sep
+        # relative dir -> (real path or None, status, why); never evicted (small)
+        self._real: dict[str, tuple[str | None, str | None, str | None]] = {"": (self.root, None, None)}
+        self._fds: dict[str, int] = {}
+        self._max_fds = _dir_fd_budget() if _DIR_FD_OK else 0
+
+    def inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self._prefix)
+
+    @staticmethod
+    def lexical(rel: str) -> str | None:
+        """Why ``rel`` is unsafe by its spelling alone, or ``None``."""
+        if not rel:
+            return "empty image path"
+        if "\x00" in rel:
+            return "image path contains a NUL byte"
+        if rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":" and rel[0].isalpha()):
+            return f"absolute image path {rel!r}"
+        if ".." in rel and ".." in rel.replace("\\", "/").split("/"):
+            return f"image path {rel!r} goes up with '..'"
+        return None
+
+    def _resolve_dir(self, rel_dir: str) -> tuple[str | None, str | None, str | None]:
+        hit = self._real.get(rel_dir)
+        if hit is not None:
+            return hit
+        parent, _, name = rel_dir.rpartition("/")
+        preal, status, why = self._resolve_dir(parent)
+        if preal is None:
+            hit = (None, status, why)
+        else:
+            child = os.path.join(preal, name)
+            try:
+                st = os.lstat(child)
+            except FileNotFoundError:
+                hit = (None, MISSING, f"no directory {rel_dir!r}")
+            except OSError as exc:
+                hit = (None, CORRUPT, f"cannot reach directory {rel_dir!r}: {_describe(exc)}")
+            else:
+                real = os.path.realpath(child) if stat.S_ISLNK(st.st_mode) else child
+                if not self.inside(real):
+                    hit = (None, UNSAFE, f"directory {rel_dir!r} is a symlink out of the image root")
+                elif not os.path.isdir(real):
+                    hit = (None, CORRUPT, f"{rel_dir!r} is not a directory")
+                else:
+                    hit = (real, None, None)
+        self._real[rel_dir] = hit
+        return hit
+
+    def directory(self, rel_dir: str) -> tuple[int | None, str | None, str | None]:
+        """``(dir fd or None, None, None)`` for a usable directory, else ``(None, status, why)``.
+
+        The fd is ``None`` (use the full path) where ``openat`` is not available.
+        """
+        fd = self._fds.get(rel_dir)
+        if fd is not None:
+            return fd, None, None
+        real, status, why = self._resolve_dir(rel_dir)
+        if real is None:
+            return None, status, why
+        if not self._max_fds:
+            return None, None, None
+        try:
+            fd = os.open(real, _DIR_FLAGS)
+        except OSError as exc:
+            return None, CORRUPT, f"cannot open directory {rel_dir!r}: {_describe(exc)}"
+        if len(self._fds) >= self._max_fds:
+            self.close()  # more directories than handles: start over (rare, cheap)
+        self._fds[rel_dir] = fd
+        return fd, None, None
+
+    def full_path(self, rel: str) -> str:
+        rel_dir, _, name = rel.rpartition("/")
+        real = self._real.get(rel_dir, (None,))[0]
+        return os.path.join(real, name) if real else os.path.join(self.root, rel)
+
+    def check_link(self, rel: str) -> str | None:
+        """For a path whose last component is a symlink: why it is unsafe, or ``None``."""
+        if self.inside(os.path.realpath(os.path.join(self.root, rel))):
+            return None
+        return f"image path {rel!r} is a symlink out of the image root"
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+_RECENT = 4096  # files remembered within a run (beyond the cache read at the start)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NONBLOCK: opening a FIFO planted among the images must not hang the run
+_OPEN_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+_OPEN_FLAGS |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    # One read of size + 1 bytes: getting exactly ``size`` back means end of file, so the usual
+    # case is a single system call; a file that changed meanwhile (or a read cut short for a
+    # huge file) is read to its end.
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data
+    chunks = [data]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class ImageChecker:
+    """Checks images under one root, with an optional cache of earlier results.
+
+    One instance lives in each worker process. ``cache`` maps a relative path to an
+    :class:`ImageInfo` from an earlier run; it is reused when the file's size and mtime are
+    unchanged (and, with ``verify``, when the earlier run decoded it too).
+    """
+
+    def __init__(
+        self,
+        image_root: str | os.PathLike[str],
+        *,
+        verify: bool = False,
+        decode_max_pixels: int | None = None,
+        cache: Mapping[str, ImageInfo] | CachedInfos | None = None,
+    ) -> None:
+        self.resolver = PathResolver(image_root)
+        self.verify = verify
+        self.decode_max_pixels = decode_max_pixels
+        self.cache: Any = cache if cache is not None else {}
+        # files read in this run, so an image shared by several records is read once
+        self._recent: collections.OrderedDict[str, ImageInfo] = collections.OrderedDict()
+        self.checked = self.cache_hits = self.opened = self.fallbacks = self.decoded = 0
+
+    def stats(self) -> ProbeStats:
+        return ProbeStats(self.checked, self.cache_hits, self.opened, self.fallbacks, self.decoded)
+
+    def close(self) -> None:
+        self.resolver.close()
+
+    def __enter__(self) -> ImageChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _still_valid(self, hit: ImageInfo, st: os.stat_result) -> bool:
+        if hit.size != st.st_size or hit.mtime_ns != st.st_mtime_ns:
+            return False
+        if self.verify and hit.status == OK and not hit.decoded:
+            # decoding was not asked for when this was cached (or the image was over the cap)
+            limit = self.decode_max_pixels
+            return limit is not None and (hit.width or 0) * (hit.height or 0) > limit
+        return True
+
+    def check(self, rel: str) -> tuple[ImageInfo, bool]:
+        """Check one image; returns its info and whether the file was read (not cached)."""
+        self.checked += 1
+        why = self.resolver.lexical(rel)
+        if why is not None:
+            return ImageInfo(UNSAFE, detail=why), False
+        rel_dir, _, name = rel.rpartition("/")
+        dfd, status, why = self.resolver.directory(rel_dir)
+        if status is not None:
+            if status == MISSING:
+                why = f"no file at {rel!r} ({why})"
+            return ImageInfo(status, detail=why), False
+        target = name if dfd is not None else self.resolver.full_path(rel)
+        hit = self._recent.get(rel) or self.cache.get(rel)
+        if hit is not None:
+            # a cheap stat decides whether the cached answer still holds
+            try:
+                st = os.stat(target, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode) and self.resolver.check_link(rel) is None:
+                    st = os.stat(target, dir_fd=dfd)  # a link inside the root: key by its target
+            except FileNotFoundError:
+                return ImageInfo(MISSING, detail=f"no file at {rel!r}"), False
+            except OSError as exc:
+                return ImageInfo(CORRUPT, detail=f"cannot stat {rel!r}: {_describe(exc)}"), False
+            if stat.S_ISREG(st.st_mode) and self._still_valid(hit, st):
+                self.cache_hits += 1
+                return hit, False
+        info = self._open_and_probe(target, dfd, rel)
+        if info.mtime_ns is not None:
+            self._recent[rel] = info
+            if len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
+        return info, True
+
+    def _open_and_probe(self, target: str, dfd: int | None, rel: str) -> ImageInfo:
+        try:
+            fd = os.open(target, _OPEN_FLAGS, dir_fd=dfd)
+        except FileNotFoundError:
+            return ImageInfo(MISSING, detail=f"no file at {rel!r}")
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                return ImageInfo(CORRUPT, detail=f"cannot open {rel!r}: {_describe(exc)}")
+            # the last component is a symlink: follow it only when it stays under the root
+            why = self.resolver.check_link(rel)
+            if why is not None:
+                return ImageInfo(UNSAFE, detail=why)
+            try:
+                fd = os.open(target, _OPEN_FLAGS & ~_NOFOLLOW, dir_fd=dfd)
+            except FileNotFoundError:
+                return ImageInfo(MISSING, detail=f"{rel!r} is a broken symlink")
+            except OSError as exc2:
+                return ImageInfo(CORRUPT, detail=f"cannot open {rel!r}: {_describe(exc2)}")
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return ImageInfo(CORRUPT, detail=f"{rel!r} is not a regular file")
+            data = _read_all(fd, st.st_size)
+        finally:
+            os.close(fd)
+        self.opened += 1
+        info, fallback = probe_bytes(
+            data,
+            verify=self.verify,
+            decode_max_pixels=self.decode_max_pixels,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+        )
+        self.fallbacks += fallback
+        self.decoded += info.decoded
+        return info
+
+
+def probe_file(image_root: str | os.PathLike[str], rel: str, *, verify: bool = False) -> ImageInfo:
+    """Check one image under ``image_root`` (no cache): status, size, format, digest."""
+    with ImageChecker(image_root, verify=verify) as checker:
+        return checker.check(rel)[0]
