@@ -30,15 +30,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from curation.filter_config import FilterConfig
 from curation.filters import CODES, REASONS, detect_layout
-from curation.images import CACHE_FILENAME, CacheWriter, cache_table
+from curation.images import CACHE_FILENAME, CacheWriter, cache_table, load_cache
 from curation.io import BadInputError, InputSource, Task, describe_position
 
 logger = logging.getLogger(__name__)
@@ -268,63 +268,67 @@ def _dataset_info_entry(layout: str, mkey: str | None, config: FilterConfig) -> 
     }
 
 
-_BROKEN_POOL = (
-    "a filter worker process died. Worker processes are started with 'spawn', which re-imports "
-    'the calling script: call filter_dataset under `if __name__ == "__main__":` (or pass '
-    "workers=0); a worker killed for memory shows the same error"
-)
-
-
 def _results(
     source: InputSource,
     config: FilterConfig,
     layout: str,
+    messages_key: str | None,
     image_root: Path,
-    cache_path: Path | None,
+    cache: Any,
 ) -> Iterator[tuple[Task, Any]]:
-    """(task, ChunkResult) in input order, from a process pool or from this process."""
-    from curation.filter_worker import FilterWorker, init_worker, run_task
+    """(task, ChunkResult) in input order, from worker threads or from this thread.
+
+    Threads, not processes: the heavy work (parsing, Arrow kernels, hashing, file reads and
+    stats) runs outside the GIL, and threads share the image cache and need no copies of
+    the results. Each thread has its own :class:`FilterWorker` (its image checker holds
+    open directory handles and a recent-files list).
+    """
+    from curation.filter_worker import FilterWorker
 
     tasks = source.tasks(config.chunk_records)
-    cache_arg = str(cache_path) if cache_path else None
     n_workers = config.n_workers
+
+    def make() -> FilterWorker:
+        return FilterWorker(config, layout, str(image_root), cache, messages_key)
+
     if n_workers == 0:
-        worker = FilterWorker(config, layout, str(image_root), cache_arg)
+        worker = make()
         try:
             for task in tasks:
                 yield task, worker.run(task)
         finally:
             worker.close()
         return
-    import multiprocessing
+    local = threading.local()
+    workers: list[FilterWorker] = []
+    lock = threading.Lock()
 
-    # spawn: safe with the threads pyarrow/polars start in this process, same on every OS
-    ctx = multiprocessing.get_context("spawn")
+    def run(task: Task) -> Any:
+        worker = getattr(local, "worker", None)
+        if worker is None:
+            worker = local.worker = make()
+            with lock:
+                workers.append(worker)
+        return worker.run(task)
+
     window: collections.deque[tuple[Task, Future]] = collections.deque()
-    with ProcessPoolExecutor(
-        max_workers=n_workers,
-        mp_context=ctx,
-        initializer=init_worker,
-        initargs=(config, layout, str(image_root), cache_arg),
-    ) as pool:
-        try:
-            for task in tasks:
-                try:
-                    window.append((task, pool.submit(run_task, task)))
-                except BrokenProcessPool as exc:
-                    raise RuntimeError(_BROKEN_POOL) from exc
-                # a bounded window keeps memory flat: results are consumed in order
-                while len(window) > 2 * n_workers + 1:
-                    t, fut = window.popleft()
-                    yield t, fut.result()
-            while window:
+    pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pebr-filter")
+    try:
+        for task in tasks:
+            window.append((task, pool.submit(run, task)))
+            # a bounded window keeps memory flat: results are consumed in order
+            while len(window) > n_workers:
                 t, fut = window.popleft()
                 yield t, fut.result()
-        except BrokenProcessPool as exc:
-            raise RuntimeError(_BROKEN_POOL) from exc
-        finally:
-            for _t, fut in window:
-                fut.cancel()
+        while window:
+            t, fut = window.popleft()
+            yield t, fut.result()
+    finally:
+        for _t, fut in window:
+            fut.cancel()
+        pool.shutdown(wait=True)
+        for worker in workers:
+            worker.close()
 
 
 def filter_dataset(
@@ -381,7 +385,8 @@ def filter_dataset(
     done = 0
     try:
         try:
-            for task, res in _results(source, config, layout, root, cache_path):
+            cache = load_cache(cache_path, root) if cache_path is not None else None
+            for task, res in _results(source, config, layout, mkey, root, cache):
                 _absorb(task, res, source, config, dedup, kept_json, kept_pq, dropped_pq, lines, report)
                 if cache_out is not None and res.cache and res.cache["n"]:
                     cache_out.write(cache_table(res.cache))
@@ -577,9 +582,8 @@ def _absorb(
 
     # kept.json: each run of consecutive kept records is one slice of the input, so the
     # records (and the separators between them) are the input's bytes
-    buf = None
-    if source.has_spans:
-        buf = task.read_range()
+    buf = res.buf
+    if buf is not None:
         view = memoryview(buf)
         starts, ends = task.starts, task.ends
         pieces = []
