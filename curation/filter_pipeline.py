@@ -28,9 +28,9 @@ import collections
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,7 +382,7 @@ def filter_dataset(
     cache_out = CacheWriter(cache_path, root) if cache_path is not None else None
     image_stats: collections.Counter[str] = collections.Counter()
     lines = _LineCounter(source.path) if source.fmt == "json" else None
-    done = 0
+    done = plain = 0
     try:
         try:
             cache = load_cache(cache_path, root) if cache_path is not None else None
@@ -391,6 +391,7 @@ def filter_dataset(
                 if cache_out is not None and res.cache and res.cache["n"]:
                     cache_out.write(cache_table(res.cache))
                 image_stats.update(res.stats)
+                plain += res.plain
                 done += res.n
                 if progress is not None:
                     if source.has_spans:
@@ -413,6 +414,7 @@ def filter_dataset(
         _close_fds()
         report.records = source.n_records
         report.images = dict(image_stats)
+        logger.info("%d of %d records decided by the vectorised stages", plain, report.records)
         _check_accounting(report, kept_json.count, kept_pq.count, dropped_pq.count)
     except BaseException:
         _close_fds()
@@ -549,7 +551,10 @@ def _absorb(
     import numpy as np
     import pyarrow as pa
 
+    from curation.schema import RECORD_SCHEMA
+
     dedup.add_task(task)
+    candidates = pa.Table.from_batches(res.batches, schema=RECORD_SCHEMA)
     codes = res.codes
     details = res.details
     cand = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8) == 0)
@@ -563,7 +568,7 @@ def _absorb(
             seen.update(zip(keys, indices, strict=True))
         else:
             dup_code = CODES["duplicate"]
-            questions = res.batch.column("question")
+            questions = candidates.column("question")
             dups = []
             for j, (key, index) in enumerate(zip(keys, indices, strict=True)):
                 entry = seen.get(key)
@@ -596,10 +601,12 @@ def _absorb(
         kept_json.write(pieces, len(kept_idx))
     else:
         kept_json.write([res.raw[i] for i in kept_idx.tolist()], len(kept_idx))
-    if len(keep_rows) == res.batch.num_rows:
-        kept_pq.write([res.batch])
+    if len(keep_rows) == candidates.num_rows:
+        kept_pq.write(res.batches)
     else:
-        kept_pq.write([res.batch.slice(a, b - a + 1) for a, b in _runs_np(keep_rows)])
+        kept_pq.write(
+            [b for a, z in _runs_np(keep_rows) for b in candidates.slice(a, z - a + 1).to_batches()]
+        )
     report.kept += len(kept_idx)
 
     if len(kept_idx) == res.n:

@@ -64,8 +64,8 @@ class ChunkResult:
 
     ``codes[i]`` is 0 for a record that passed every stage so far (a *candidate*) or the
     :data:`curation.filters.CODES` value of its drop reason, with the reason's detail in
-    ``details[i]``. Candidates appear in ``batch`` (canonical columns) and ``dup_keys`` in
-    input order. ``buf`` is the task's bytes (span tasks), ``raw`` each record's JSON (row
+    ``details[i]``. Candidates appear in ``batches`` (canonical columns, one after another)
+    and ``dup_keys`` in input order. ``buf`` is the task's bytes (span tasks), ``raw`` each record's JSON (row
     tasks).
     """
 
@@ -75,11 +75,12 @@ class ChunkResult:
     codes: bytearray
     details: dict[int, str]
     dup_keys: list[bytes]
-    batch: pa.RecordBatch
+    batches: list[pa.RecordBatch]
     buf: bytes | None = None
     raw: list[bytes] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    plain: int = 0  # records decided by the vectorised path
 
 
 @dataclass
@@ -150,7 +151,7 @@ class FilterWorker:
             records = self._records(task, buf, rows, slow, verdicts)
             batches.append(self._run_records(records, task.starts is not None, verdicts, probed))
         after = self.checker.stats()
-        batch, dup_keys = _merge(batches)
+        candidates, dup_keys = _merge(batches)
         return ChunkResult(
             number=task.number,
             first=task.first,
@@ -158,11 +159,12 @@ class FilterWorker:
             codes=verdicts.codes,
             details=verdicts.details,
             dup_keys=dup_keys,
-            batch=batch,
+            batches=candidates,
             buf=buf,
             raw=raw,
             cache=cache_rows(probed),
             stats={k: after[j] - before[j] for j, k in enumerate(after._fields)},
+            plain=len(task) - len(slow),
         )
 
     @property
@@ -181,7 +183,13 @@ class FilterWorker:
     ) -> np.ndarray:
         """Decide the plain records of a task in bulk; returns the records left to the per-record path."""
         from curation.plain_parse import parse_plain, plain_rows
-        from curation.plain_stages import canonical_batch, duplicate_keys, image_stages, text_stages, uids
+        from curation.plain_stages import (
+            canonical_batch,
+            duplicate_keys,
+            image_stages,
+            text_stages,
+            uids,
+        )
 
         cfg = self.config
         if buf is not None:
@@ -190,8 +198,13 @@ class FilterWorker:
             parsed = plain_rows(task.rows, self.plain)
         if not len(parsed.rows):
             return parsed.slow
+        n = len(parsed.rows)
         text = text_stages(parsed.table, self.plain, cfg)
-        images = image_stages(parsed.table.column(1).combine_chunks().take(pa.array(text.passed)), self.checker, cfg)
+        passed = np.zeros(n, dtype=bool)
+        passed[text.passed] = True
+        images = image_stages(
+            parsed.table.column(1).combine_chunks().filter(pa.array(passed)), self.checker, cfg
+        )
         probed += images.probed
         for r, drop in images.drops.items():
             verdicts.drop(int(parsed.rows[text.passed[r]]), drop)
@@ -202,13 +215,15 @@ class FilterWorker:
         dup_keys = []
         if cfg.drop_duplicates:
             dup_keys = duplicate_keys(question, images.hex, images.offsets, lazy=buf is not None)
-        messages = parsed.table.column(0).combine_chunks().take(pa.array(final))
+        chosen = np.zeros(n, dtype=bool)
+        chosen[final] = True
+        messages = (
+            parsed.table.column(0).combine_chunks().filter(pa.array(chosen))
+        )  # filter copies less than take
         batch = canonical_batch(uid, self.source, images, question, answer, messages, self.plain)
         batches.append((parsed.rows[final], batch, dup_keys))
         # rows a text stage did not pass: the per-record path decides them
-        undecided = np.ones(len(parsed.rows), dtype=bool)
-        undecided[text.passed] = False
-        return np.union1d(parsed.slow, parsed.rows[undecided])
+        return np.union1d(parsed.slow, parsed.rows[~passed])
 
     # ------------------------------------------------------------------ the per-record path
 
@@ -315,21 +330,28 @@ class FilterWorker:
         return out
 
 
-def _merge(parts: list[tuple[np.ndarray, pa.RecordBatch, list[bytes]]]) -> tuple[pa.RecordBatch, list[bytes]]:
-    """One batch (and duplicate keys) of candidates from both paths, in input order."""
-    from curation.schema import RECORD_SCHEMA
-
+def _merge(
+    parts: list[tuple[np.ndarray, pa.RecordBatch, list[bytes]]],
+) -> tuple[list[pa.RecordBatch], list[bytes]]:
+    """The candidates of both paths in input order: slices of their batches (no copies) and keys."""
     parts = [p for p in parts if len(p[0])]
-    if not parts:
-        return pa.RecordBatch.from_pylist([], schema=RECORD_SCHEMA), []
-    if len(parts) == 1:
-        return parts[0][1], parts[0][2]
+    if len(parts) <= 1:
+        return [p[1] for p in parts], parts[0][2] if parts else []
     index = np.concatenate([p[0] for p in parts])
+    source = np.concatenate([np.full(len(p[0]), k) for k, p in enumerate(parts)])
+    position = np.concatenate([np.arange(len(p[0])) for p in parts])
     order = np.argsort(index, kind="stable")
-    table = pa.Table.from_batches([p[1] for p in parts]).combine_chunks()
-    keys = [k for p in parts for k in p[2]]
-    batch = table.take(pa.array(order)).to_batches()[0]
-    return batch, [keys[i] for i in order.tolist()] if keys else []
+    source, position = source[order], position[order]
+    starts = np.flatnonzero(
+        np.concatenate(([True], (source[1:] != source[:-1]) | (position[1:] != position[:-1] + 1)))
+    )
+    lengths = np.diff(np.concatenate((starts, [len(order)])))
+    batches, keys = [], []
+    for at, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+        part, first = parts[int(source[at])], int(position[at])
+        batches.append(part[1].slice(first, length))
+        keys += part[2][first : first + length]
+    return batches, keys
 
 
 def _standard_sharegpt(parsed: ParsedRecord, columns: Mapping[str, str]) -> dict[str, Any]:

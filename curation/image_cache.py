@@ -207,7 +207,9 @@ class CachedInfos:
             return None
         return self.info_at(i)
 
-    def still_valid(self, i: int, size: int, mtime_ns: int, verify: bool, decode_max_pixels: int | None) -> bool:
+    def still_valid(
+        self, i: int, size: int, mtime_ns: int, verify: bool, decode_max_pixels: int | None
+    ) -> bool:
         """Whether row ``i`` holds for a file of this size and mtime (see ``ImageChecker``)."""
         if self.size[i] != size or self.mtime[i] != mtime_ns:
             return False

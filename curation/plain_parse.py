@@ -6,10 +6,10 @@ with exactly those keys, in that order, spelled without escapes (or the same wit
 empty ``meta``, so their columns can be built without touching each record in Python.
 
 The parser (``pyarrow.json``) is stricter than the filter's per-record parser (``orjson``) on
-every point that matters here: it refuses lone surrogates, bad UTF-8, control characters,
-extra or repeated keys and values of another type (tests hold it to that). What it does not
-see is key order, and it accepts a byte-order mark and several objects in one span; those
-are checked on the bytes:
+every point that matters here: it refuses lone surrogates, control characters, extra or
+repeated keys and values of another type (tests hold it to that), and Arrow's validation of
+the result refuses bad UTF-8. What it does not see is key order, and it accepts a
+byte-order mark and several objects in one span; those are checked on the bytes:
 
 - every span holds one object: its first and last non-blank bytes are ``{`` and ``}``, and
   the parser returned one row per span (spans are bracket-balanced, so no object can
@@ -32,8 +32,11 @@ import pyarrow as pa
 
 from curation.io import _real_quotes
 
-#: below this many records a chunk that fails to parse is not split further
-MIN_SPLIT = 64
+#: a run of spans the parser refuses is halved until the refusals are isolated in runs of at
+#: most this many records, parsing at most ``SPLIT_BUDGET`` times the chunk's records in all
+#: (a chunk of mostly odd records is soon left to the per-record path as a whole)
+MIN_SPLIT = 4
+SPLIT_BUDGET = 6
 _WS = np.zeros(256, dtype=bool)
 _WS[[0x20, 0x09, 0x0A, 0x0D]] = True
 _EDGE_STEPS = 8  # blank bytes skipped vectorised at each span edge; longer runs are checked one by one
@@ -112,24 +115,39 @@ def _read(data: memoryview, schema: pa.Schema, multiline: bool) -> pa.Table | No
     )
     try:
         # one block: the chunk is small, and this parser runs in several threads at once
-        return pj.read_json(
+        table = pj.read_json(
             pa.py_buffer(data),
             read_options=pj.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 16) + 1),
             parse_options=opts,
         )
-    except (pa.ArrowException, ValueError):  # the parser's refusals, bad UTF-8 included
+        table.validate(full=True)  # the parser copies string bytes without checking UTF-8
+    except (pa.ArrowException, ValueError):  # the parser's refusals, bad UTF-8
         return None
+    return table
 
 
 def _segments(
     a: np.ndarray, starts: np.ndarray, ends: np.ndarray, schema: pa.Schema, multiline: bool
 ) -> list[tuple[int, int, pa.Table | None]]:
-    """``(first, stop, table or None)`` runs of spans, splitting runs the parser refuses."""
+    """``(first, stop, table or None)`` runs of spans, splitting runs the parser refuses.
+
+    Only runs of spans that start with ``{`` and end with ``}`` are parsed (the others are
+    not plain records), so a run parsed into one row per span is one object per span.
+    """
     out: list[tuple[int, int, pa.Table | None]] = []
-    todo = [(0, len(starts))]
+    edges = np.concatenate(([False], _span_edges_ok(a, starts, ends), [False]))
+    flips = np.flatnonzero(edges[1:] != edges[:-1])  # where runs of good spans start and stop
+    todo = [(int(lo), int(hi)) for lo, hi in zip(flips[0::2], flips[1::2], strict=True)][::-1]
+    bad = np.flatnonzero(~edges[1:-1])
+    out += [(int(i), int(i) + 1, None) for i in bad]
     view = memoryview(a)
+    budget = SPLIT_BUDGET * len(starts)
     while todo:
         lo, hi = todo.pop()
+        if budget < 0:
+            out.append((lo, hi, None))
+            continue
+        budget -= hi - lo
         table = _read(view[starts[lo] : ends[hi - 1]], schema, multiline)
         if table is not None and table.num_rows == hi - lo:
             out.append((lo, hi, table))
@@ -200,7 +218,7 @@ def parse_plain(buf: bytes, starts: np.ndarray, ends: np.ndarray, fmt: str, keys
     tables, rows, slow = [], [], []
     for lo, hi, table in _segments(a, starts, ends, schema, multiline):
         idx = np.arange(lo, hi)
-        if table is None or not _span_edges_ok(a, starts[lo:hi], ends[lo:hi]).all():
+        if table is None:
             slow.append(idx)
             continue
         if quotes is None:
@@ -237,9 +255,9 @@ def plain_rows(batch: pa.RecordBatch, keys: PlainKeys) -> ParsedChunk:
     imgs = table.column(1).combine_chunks()
     turns = msgs.flatten()
     parent = pc.list_parent_indices(msgs).to_numpy(zero_copy_only=False)
-    ok = (pc.list_value_length(msgs).fill_null(0).to_numpy(zero_copy_only=False) > 0) & imgs.is_valid().to_numpy(
-        zero_copy_only=False
-    )
+    ok = (
+        pc.list_value_length(msgs).fill_null(0).to_numpy(zero_copy_only=False) > 0
+    ) & imgs.is_valid().to_numpy(zero_copy_only=False)
     for values, owner in (
         (turns, parent),
         *((child, parent) for child in turns.flatten()),

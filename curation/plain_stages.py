@@ -7,14 +7,13 @@ a record passes, and each stage below says why its claim is exact:
 
 - tags, user and assistant turns: plain counts over the turns;
 - reflective: Python's ``str.lower()`` maps every character to one character, ASCII only
-  from ASCII, except U+0130 (to "i" + a combining dot) and U+212A KELVIN SIGN (to "k"). So
-  for an ASCII pattern, ``pattern in text.lower()`` is an ASCII case-insensitive match
-  unless the text holds one of those two; the vectorised test (RE2's ``(?i)``, which folds
-  more, never less) flags texts that match or hold either character. Non-ASCII patterns
-  are checked with ``str.lower()`` itself.
+  from ASCII, except U+0130 (to "i" + a combining dot) and U+212A KELVIN SIGN (to "k"); a
+  test checks this on every code point. So an ASCII pattern's match is a case-insensitive
+  match where those two may stand in, which :func:`reflective_flags` searches for.
+  Non-ASCII patterns are checked with ``str.lower()`` itself.
 - answer: the text after the last final-answer header is taken with a regex only when no
   ``#`` follows the header (so no later header can exist); other texts use
-  :func:`curation.filter_worker.fast_final_answer`. Stripping uses Python's whitespace set.
+  :func:`curation.filters.fast_final_answer`. Stripping uses Python's whitespace set.
 - images: :meth:`curation.images.ImageChecker.check_many`, the per-record check's own code,
   reference by reference in the per-record order (first images first, later ones only for
   records whose earlier images passed), so even the image counters are the same.
@@ -23,6 +22,7 @@ a record passes, and each stage below says why its claim is exact:
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +42,11 @@ PY_WHITESPACE = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
-#: the characters whose ``str.lower()`` is longer than one character or ASCII from non-ASCII
-LOWER_SPECIAL = "\u0130\u212a"
+#: a final-answer header at a line start, with no "#" after it (so no later header)
 _FINAL_ANSWER_TAIL = r"(?:^|\n)[ \t]*###[ \t]*The final answer is:(?P<answer>[^#]*)\z"
+#: ``IMAGE_TAG`` as an RE2 pattern: Arrow's regex kernels search far faster than its plain
+#: substring kernels (which compare byte by byte); the tag has no special characters
+_TAG_RE = IMAGE_TAG
 
 
 def _np(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -58,6 +60,8 @@ def _trim(texts: pa.Array) -> pa.Array:
 def _first_per_parent(positions: np.ndarray, parent: np.ndarray, n: int, last: bool = False) -> np.ndarray:
     """For each of ``n`` parents, the first (or last) of ``positions`` (ascending) it owns, or -1."""
     out = np.full(n, -1, dtype=np.int64)
+    if not len(positions):
+        return out
     owners = parent[positions]
     change = owners[1:] != owners[:-1]
     pick = np.concatenate((change, [True])) if last else np.concatenate(([True], change))
@@ -66,15 +70,47 @@ def _first_per_parent(positions: np.ndarray, parent: np.ndarray, n: int, last: b
 
 
 def reflective_flags(content: pa.Array, patterns_lower: tuple[str, ...]) -> np.ndarray:
-    """Texts that may contain a pattern the way ``str.lower()`` sees them (a superset)."""
-    if all(p.isascii() for p in patterns_lower):
-        regex = "|".join(f"(?i:{_re2_escape(p)})" for p in patterns_lower) + f"|[{LOWER_SPECIAL}]"
-        return _np(pc.match_substring_regex(content, regex)).astype(bool)
-    return np.array([t is not None and any(p in t.lower() for p in patterns_lower) for t in content.to_pylist()])
+    """Texts that may contain a pattern the way ``str.lower()`` sees them (a superset).
+
+    For an ASCII pattern, a match in ``text.lower()`` is made of ASCII characters equal to
+    the pattern's up to case, KELVIN SIGNs standing for "k", and possibly a last U+0130
+    standing for a final "i" (its lower case goes on with a combining dot). RE2's
+    case-insensitive match folds "k" with the KELVIN SIGN (a test holds it to that); the
+    U+0130 case gets its own search.
+    """
+    if not all(p.isascii() for p in patterns_lower):
+        texts = content.to_pylist()
+        return np.array(
+            [t is not None and any(p in t.lower() for p in patterns_lower) for t in texts], dtype=bool
+        )
+    flags = np.zeros(len(content), dtype=bool)
+    for p in patterns_lower:
+        flags |= _np(pc.match_substring(content, p, ignore_case=True)).astype(bool)
+        if p.endswith("i"):
+            prefix = "".join(f"\\x{{{ord(c):x}}}" for c in p[:-1])
+            flags |= _np(pc.match_substring_regex(content, f"(?i){prefix}\\x{{130}}")).astype(bool)
+    return flags
 
 
-def _re2_escape(text: str) -> str:
-    return "".join(c if c.isalnum() and c.isascii() else "\\" + c if c.isascii() else c for c in text)
+def _final_answers(content: pa.Array, turns: np.ndarray) -> pa.Array:
+    """The canonical answer from each of the turns ``turns`` (ascending): :func:`fast_final_answer`,
+    or the stripped text when there is no final-answer header."""
+    from curation.filters import fast_final_answer
+
+    chosen = np.zeros(len(content), dtype=bool)
+    chosen[turns] = True
+    texts = content.filter(pa.array(chosen))
+    found = pc.struct_field(pc.extract_regex(texts, _FINAL_ANSWER_TAIL), [0])
+    answer = _trim(found)
+    missing = np.flatnonzero(_np(found.is_null()))
+    if len(missing):  # a "#" after the header, or no header at all
+        values = answer.to_pylist()
+        for i in missing.tolist():
+            text = texts[i].as_py()
+            body = fast_final_answer(text)
+            values[i] = body if body is not None else text.strip()
+        answer = pa.array(values, pa.string())
+    return answer
 
 
 @dataclass
@@ -88,13 +124,10 @@ class TextResult:
 
 def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextResult:
     """Structure (roles, a user turn), ``<image>`` tags, reflective text and empty answers."""
-    from curation.filter_worker import fast_final_answer
-
     msgs = table.column(0).combine_chunks()
     n = len(msgs)
-    turns = msgs.flatten()
     parent = _np(pc.list_parent_indices(msgs)).astype(np.int64)
-    role, content = turns.flatten()  # adjusted for the slice, unlike ``field(i)``
+    role, content = msgs.flatten().flatten()  # adjusted for slices, unlike ``field(i)``
     ok = np.ones(n, dtype=bool)
     if keys.roles_plain:
         bad_role = ~_np(pc.is_in(role, pa.array(sorted(keys.roles_plain)))).astype(bool)
@@ -108,9 +141,12 @@ def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextR
     user_turns = np.flatnonzero(is_user)
     first_user = _first_per_parent(user_turns, parent, n)
     ok &= first_user >= 0
+    # user turns without their tags: the question, and (by the length lost) the tag count
+    user = content.filter(pa.array(is_user))
+    untagged = pc.replace_substring_regex(user, _TAG_RE, "")
     if config.check_image_tags:
-        tags = _np(pc.count_substring(content.take(pa.array(user_turns)), IMAGE_TAG))
-        per_row = np.bincount(parent[user_turns], weights=tags, minlength=n)
+        lost = _np(pc.binary_length(user)) - _np(pc.binary_length(untagged))
+        per_row = np.bincount(parent[user_turns], weights=lost // len(IMAGE_TAG), minlength=n)
         n_images = _np(pc.list_value_length(table.column(1).combine_chunks())).astype(np.int64)
         ok &= per_row == n_images
     flags = reflective_flags(content, config.patterns_lower) & is_asst
@@ -118,21 +154,12 @@ def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextR
     last_asst = _first_per_parent(np.flatnonzero(is_asst), parent, n, last=True)
     ok &= last_asst >= 0  # no assistant turn: the per-record path words it
     rows = np.flatnonzero(ok)
-    texts = content.take(pa.array(last_asst[rows]))
-    found = pc.struct_field(pc.extract_regex(texts, _FINAL_ANSWER_TAIL), [0])
-    answer = _trim(found)
-    missing = np.flatnonzero(_np(found.is_null()))
-    if len(missing):
-        values = answer.to_pylist()
-        for i in missing.tolist():
-            text = texts[i].as_py()
-            body = fast_final_answer(text)
-            values[i] = body if body is not None else text.strip()
-        answer = pa.array(values, pa.string())
+    answer = _final_answers(content, last_asst[rows])
     if config.drop_empty_answers:
         keep = _np(pc.not_equal(answer, "")).astype(bool)
         rows, answer = rows[keep], answer.filter(pa.array(keep))
-    question = _trim(pc.replace_substring(content.take(pa.array(first_user[rows])), IMAGE_TAG, ""))
+    first_user_pos = np.searchsorted(user_turns, first_user[rows])  # its place among the user turns
+    question = _trim(untagged.take(pa.array(first_user_pos)))
     return TextResult(rows, question, answer)
 
 
@@ -238,7 +265,7 @@ def _hash_each(values: pa.Array, fn: Callable[[memoryview], Any]) -> list[Any]:
     offsets = np.frombuffer(offsets_buf, dtype=np.int32)[values.offset : values.offset + len(values) + 1]
     view = memoryview(data) if data is not None else memoryview(b"")
     bounds = offsets.tolist()
-    return [fn(view[s:e]) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [fn(view[s:e]) for s, e in itertools.pairwise(bounds)]
 
 
 _LEN64 = np.frombuffer((64).to_bytes(8, "little"), dtype=np.uint8)
@@ -262,7 +289,9 @@ def uids(question: pa.Array, answer: pa.Array, hexes: np.ndarray, offsets: np.nd
     return _hash_each(joined, lambda v: blake2b(v, digest_size=16).hexdigest())
 
 
-def duplicate_keys(question: pa.Array, hexes: np.ndarray, offsets: np.ndarray, lazy: bool = True) -> list[bytes]:
+def duplicate_keys(
+    question: pa.Array, hexes: np.ndarray, offsets: np.ndarray, lazy: bool = True
+) -> list[bytes]:
     """:func:`curation.filters.duplicate_key` of each row.
 
     ``lazy`` keys (images only) cost one hash per row; the others normalise each question
