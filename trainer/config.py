@@ -99,6 +99,28 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class RewardAuditConfig:
+    """Reward-hacking probes (``pebr rewards audit``) run against the stage's preset on records of
+    its own split before training: a reward that pays for an empty answer, keyword stuffing or a
+    whole-image box would otherwise be optimised silently."""
+
+    mode: Literal["warn", "fail", "off"] = field(
+        default="warn",
+        metadata={
+            "help": "warn: log the probes that earn reward; fail: refuse to train; off: skip the audit."
+        },
+    )
+    samples: int = field(default=32, metadata={"help": "Records of the split the probes run on."})
+    max_hack_reward: float = field(
+        default=0.2, metadata={"help": "A probe whose mean reward exceeds this is flagged."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"reward_audit.samples must be >= 1, got {self.samples}")
+
+
+@dataclass(frozen=True)
 class ZeroAdvConfig:
     """Online filtering of groups that carry no learning signal (beyond TRL, which only counts them).
 
@@ -347,6 +369,10 @@ class GRPOStageConfig(StageConfig):
     )
     zero_adv: ZeroAdvConfig = field(
         default_factory=ZeroAdvConfig, metadata={"help": "Online filtering of zero-advantage groups."}
+    )
+    reward_audit: RewardAuditConfig = field(
+        default_factory=RewardAuditConfig,
+        metadata={"help": "Reward-hacking probes run against the preset before training."},
     )
 
     _trl_class: typing.ClassVar[str] = "GRPOConfig"

@@ -20,8 +20,10 @@ Example::
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rewards.trl import PresetReward
@@ -32,6 +34,7 @@ from trainer.stages import StageContext, metrics_callback, require, run_stage
 log = logging.getLogger(__name__)
 
 VLLM_INSTALL = "pip install 'pebr[vllm]'"
+AUDIT_FILE = "reward_audit.json"
 
 
 def check_vllm(config: GRPOStageConfig) -> None:
@@ -184,12 +187,54 @@ def build_trainer(
     )
 
 
+def audit_reward(config: GRPOStageConfig, output_dir: Path, *, main: bool = True) -> dict[str, Any] | None:
+    """Run the reward-hacking probes of :mod:`rewards.audit` against the stage's preset on the
+    first ``reward_audit.samples`` records of its split; write ``reward_audit.json``.
+
+    Flagged probes are logged (``mode: warn``) or stop the stage with a ``ValueError``
+    (``mode: fail``). Every process runs the (cheap, deterministic) audit, so that under
+    ``accelerate launch`` all of them stop together; only the ``main`` one writes and logs.
+    Returns the report, or None when ``mode: off``.
+    """
+    from rewards.audit import audit
+    from rewards.presets import get_preset
+    from trainer.data import grpo_records
+
+    options = config.reward_audit
+    if options.mode == "off":
+        return None
+    records, root = grpo_records(config.data)
+    preset = get_preset(config.reward_preset, config.reward_overrides or None)
+    report = audit(
+        preset, records[: options.samples], max_hack_reward=options.max_hack_reward, image_root=root
+    ).to_dict()
+    if main:
+        (output_dir / AUDIT_FILE).write_text(
+            json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8"
+        )
+    flagged = [p for p in report["probes"] if p["flagged"]]
+    if flagged:
+        what = "; ".join(f"{p['name']}: {p['reason']}" for p in flagged)
+        message = (
+            f"reward audit of {preset.name} on {len(records[: options.samples])} records of "
+            f"{config.data.train}: {what} (details in {output_dir / AUDIT_FILE})"
+        )
+        if options.mode == "fail":
+            raise ValueError(message + "; set reward_audit.mode=warn to train anyway")
+        if main:
+            log.warning(message)
+    elif main:
+        log.info("reward audit of %s: no probe earns more than %g", preset.name, options.max_hack_reward)
+    return report
+
+
 def _train(config: GRPOStageConfig, ctx: StageContext, data: Any) -> dict[str, Any]:
     from trainer.data import write_dropped
     from trainer.modeling import parameter_counts
 
     if ctx.is_main_process:
         write_dropped(ctx.output_dir / DROPPED_FILE, data.dropped)
+    audit_reward(config, ctx.output_dir, main=ctx.is_main_process)
     trainer = build_trainer(config, str(ctx.output_dir), data, [metrics_callback(ctx.output_dir)])
     result = trainer.train(resume_from_checkpoint=ctx.resume_from)
     trainer.save_model(str(ctx.output_dir))  # the model and the processor (processing_class)
