@@ -418,6 +418,13 @@ class DifficultyConfig:
         default=None,
         metadata={"help": "Image root of the pool (None: a report's, else the file's directory)."},
     )
+    test: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split (canonical Parquet) carried along with the splits and their "
+            "export; default: test.parquet next to the pool, when there is one."
+        },
+    )
     preset: str = field(default="pebr_sample", metadata={"help": "Reward preset judging each rollout."})
     n: int = field(default=8, metadata={"help": "Rollouts per question (PeBR: 8)."})
     temperature: float = field(default=1.2, metadata={"help": "Sampling temperature (PeBR: 1.2)."})

@@ -1,11 +1,24 @@
 """The main job on the embedded default data: what ``make demo`` / ``pebr demo`` runs.
 
-Each step writes into its own directory under ``out`` and is skipped when its output is
-already complete, so a second run is fast. Steps are added here as the platform grows.
+Every step writes into its own directory under ``out`` and is skipped when its output is
+already complete, so a second run takes seconds::
+
+    out/
+      data/        synthetic Mulberry-shaped data (pebr data synth)
+      filter/      the SFT set filtered: kept.json / kept.parquet / dropped.parquet (pebr curate filter)
+      pool/        the RL pool through the same filter (a canonical Parquet in, the funnel out)
+      train/       pebr train pipeline --config trainer/recipes/demo.yaml: base_model, sft,
+                   difficulty, splits, stage1, stage2
+      eval/        pebr eval of the SFT model and of the final model on the held-out test split
+      hf/          the splits as a Hugging Face dataset with its card (pebr curate export)
+      summary.json what each step produced
+
+The same steps, run by hand, are the commands in README.md.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,22 +29,105 @@ log = logging.getLogger(__name__)
 DEMO_SFT = 2000
 DEMO_RL = 1000
 DEMO_TEST = 200
+#: Held-out questions each evaluated model answers, and their answer budget.
+DEMO_EVAL_QUESTIONS = 100
+DEMO_EVAL_MAX_NEW_TOKENS = 384
+DEMO_RECIPE = Path(__file__).parent / "recipes" / "demo.yaml"
+
+
+def _step(name: str) -> None:
+    log.info("[bold]%s[/]", name, extra={"markup": True})
 
 
 def run_demo(out: Path, *, seed: int = 0) -> dict[str, Any]:
-    """Generate the synthetic dataset, build the small tiny model, run every later stage."""
+    """Synthetic data -> filter -> SFT -> difficulty -> splits -> stage 1 -> stage 2 -> eval ->
+    Hugging Face export with a data card. Returns (and writes) a summary."""
+    from curation.filter_config import FilterConfig
+    from curation.filter_pipeline import filter_dataset
     from curation.synth import generate_dataset
-    from trainer.tiny import build_tiny_vlm
+    from trainer.config import PipelineConfig
+    from trainer.config_io import load_config
+    from trainer.pipeline import run_pipeline
 
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {"out": str(out), "seed": seed}
 
-    data_dir = out / "data"
-    log.info("step 1: synthetic Mulberry-shaped data -> %s", data_dir)
-    summary["data"] = generate_dataset(data_dir, sft=DEMO_SFT, rl=DEMO_RL, test=DEMO_TEST, seed=seed)
+    data = out / "data"
+    _step(f"1/6 synthetic data -> {data}")
+    synth = generate_dataset(data, sft=DEMO_SFT, rl=DEMO_RL, test=DEMO_TEST, seed=seed)
+    summary["data"] = {k: synth[k] for k in ("counts", "defects") if k in synth}
 
-    model_dir = out / "model"
-    log.info("step 2: tiny Qwen2.5-VL model (preset small) -> %s", model_dir)
-    summary["model"] = build_tiny_vlm(model_dir, preset="small", data_dir=data_dir, seed=seed)
+    _step(f"2/6 filter the SFT set and the RL pool -> {out / 'filter'}, {out / 'pool'}")
+    # verify_images: training decodes every image, so a truncated file that Pillow can open
+    # (the reference filter keeps those) must be dropped here, not crash an SFT step
+    sft_filter = filter_dataset(data / "sft.json", data, out / "filter", FilterConfig(verify_images=True))
+    summary["filter"] = {
+        "sft": {"records": sft_filter.records, "kept": sft_filter.kept, "dropped": sft_filter.dropped},
+    }
+
+    train = out / "train"
+    _step(f"3/6 SFT, difficulty, splits, stage 1, stage 2 ({DEMO_RECIPE.name}) -> {train}")
+    config = load_config(
+        PipelineConfig,
+        DEMO_RECIPE,
+        overrides={
+            "sft": {"seed": seed, "data": {"train": str(out / "filter" / "kept.parquet")}},
+            "difficulty": {"pool": str(data / "rl.parquet"), "image_root": str(data)},
+        },
+        source="pebr demo",
+    )
+    summary["pipeline"] = run_pipeline(config, train)
+
+    _step(f"4/6 evaluate the SFT and the final model on the held-out test split -> {out / 'eval'}")
+    summary["eval"] = _evaluate(train, data / "test.parquet", out / "eval", seed=seed)
+
+    _step(f"5/6 export the splits as a Hugging Face dataset -> {out / 'hf'}")
+    from curation.export import export_hf
+
+    export = export_hf(train / "splits", out / "hf")
+    summary["export"] = {
+        "location": export.location,
+        "splits": {s.name: s.rows for s in export.splits},
+        "skipped": export.skipped,
+    }
+
+    _step(f"6/6 summary -> {out / 'summary.json'}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary
+
+
+def _final_model(train: Path) -> Path:
+    """The last trained stage's model directory (stage 2, else stage 1, else SFT)."""
+    for stage in ("stage2", "stage1", "sft"):
+        if (train / stage / "config.json").is_file():
+            return train / stage
+    raise FileNotFoundError(f"no trained model under {train}")
+
+
+def _evaluate(train: Path, test: Path, out: Path, *, seed: int) -> dict[str, Any]:
+    from trainer.evaluate import EvalConfig, evaluate
+
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for name, model in (("sft", train / "sft"), ("final", _final_model(train))):
+        report_path = out / f"{name}.json"
+        if report_path.is_file() and json.loads(report_path.read_text()).get("model") == str(model):
+            report = json.loads(report_path.read_text())
+        else:
+            config = EvalConfig(
+                model=str(model),
+                data=str(test),
+                preset="pebr_stage2",
+                max_samples=DEMO_EVAL_QUESTIONS,
+                max_new_tokens=DEMO_EVAL_MAX_NEW_TOKENS,
+                seed=seed,
+            )
+            report = evaluate(config, report_path)
+        results[name] = {
+            "model": str(model),
+            "accuracy": report.get("accuracy"),
+            "components": report.get("components"),
+            "report": str(report_path),
+        }
+    return results

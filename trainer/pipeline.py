@@ -215,8 +215,18 @@ def _score(
         batch_size=config.batch_size,
         image_root=image_root,
         command="pebr train pipeline",
+        test_path=_held_out(config),
     )
     return report.to_dict()
+
+
+def _held_out(config: DifficultyConfig) -> str | None:
+    """The held-out split recorded with the splits: ``difficulty.test``, else ``test.parquet``
+    next to the pool (the pool itself may be scored through a ``max_questions`` slice)."""
+    if config.test:
+        return config.test
+    sibling = Path(config.pool).with_name("test.parquet") if config.pool else None
+    return str(sibling) if sibling is not None and sibling.is_file() else None
 
 
 def _head(source: str, n: int, target: Path) -> None:
