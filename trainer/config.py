@@ -577,6 +577,31 @@ def resolved_use_cpu(config: StageConfig) -> bool:
     return not torch.cuda.is_available()
 
 
+def training_arguments(config: StageConfig, output_dir: str) -> dict[str, Any]:
+    """The ``transformers.TrainingArguments`` every stage sets the same way (TRL's SFT and GRPO
+    configs add their own options on top)."""
+    return {
+        "output_dir": output_dir,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "bf16": config.bf16,
+        "use_cpu": resolved_use_cpu(config),
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "logging_strategy": "steps",
+        "logging_steps": config.logging_steps,
+        "seed": config.seed,
+        "report_to": list(config.report_to),
+    }
+
+
 def replace(config: Any, **changes: Any) -> Any:
     """``dataclasses.replace`` that also takes nested changes as ``section={...}`` mappings."""
     updates = {}

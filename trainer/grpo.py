@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.trl import PresetReward
-from trainer.config import GRPOStageConfig, resolved_use_cpu
+from trainer.config import GRPOStageConfig, training_arguments
 from trainer.data import DROPPED_FILE
 from trainer.stages import StageContext, metrics_callback, require, run_stage
 
@@ -108,24 +108,7 @@ def grpo_trl_config(config: GRPOStageConfig, output_dir: str, reward_weights: li
     if config.use_vllm:
         extra.update(use_vllm=True, vllm_mode=config.vllm_mode)
     return GRPOConfig(
-        output_dir=output_dir,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
-        bf16=config.bf16,
-        use_cpu=resolved_use_cpu(config),
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        report_to=list(config.report_to),
+        **training_arguments(config, output_dir),
         beta=config.beta,
         num_generations=config.num_generations,
         temperature=config.temperature,
