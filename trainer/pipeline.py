@@ -246,11 +246,13 @@ def _split(
     rule: dict[str, Any],
     model_id: str | None = None,
     filter_report: str | None = None,
+    n: int | None = None,
 ) -> dict:
+    """Build the splits; a ``rule`` that does not name ``n`` gets the scoring's ``n``."""
     from curation.difficulty import BucketRule
     from curation.splits import build_splits
 
-    bucket_rule = BucketRule(**rule) if rule else None
+    bucket_rule = BucketRule(**{**({"n": n} if n else {}), **rule}) if rule else None
     return build_splits(
         run_dir, out_dir, bucket_rule, model_id, command="pebr train pipeline", filter_report=filter_report
     ).to_dict()
@@ -287,7 +289,13 @@ def score_and_split(
         _main_only(lambda: _head(cfg.pool, cfg.max_questions, Path(pool)))
     scored = _main_only(lambda: _score(cfg, pool, root, model_dir, run_dir))
     split = _main_only(
-        lambda: _split(run_dir, splits_dir, config.splits.rule, filter_report=config.splits.filter_report)
+        lambda: _split(
+            run_dir,
+            splits_dir,
+            config.splits.rule,
+            filter_report=config.splits.filter_report,
+            n=config.difficulty.n,
+        )
     )
     if scored is not None:
         steps["difficulty"] = {
@@ -337,6 +345,7 @@ def rebucket(
             config.splits.rule,
             scored["model_id"] if scored else None,
             filter_report=config.splits.filter_report,
+            n=config.difficulty.n,
         )
     )
     if scored is not None:
