@@ -125,7 +125,8 @@ def test_smoke_pipeline_scores_splits_and_rebuckets(inputs, tmp_path):
     assert s2["config"]["data"]["train"] == str(out / "rebucket" / "splits" / "reasoning.parquet")
     assert s2["summary"]["prompts"] == 3
     steps = json.loads((out / "pipeline.json").read_text())["steps"]
-    assert steps["difficulty"]["buckets"]["easy"] == 3
+    assert steps["difficulty"]["buckets_all_or_none"]["easy"] == 3
+    assert steps["splits"]["counts"]["easy"] == 3
     assert steps["rebucket"]["status"] == "done"
 
 

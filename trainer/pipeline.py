@@ -301,7 +301,8 @@ def score_and_split(
         steps["difficulty"] = {
             "status": "done",
             "model_id": scored["model_id"],
-            "buckets": scored["buckets"],
+            # PeBR's all-or-none buckets of the scores; "splits" holds the configured rule's
+            "buckets_all_or_none": scored["buckets"],
             "rollouts_new": scored["rollouts_new"],
             "seconds": scored["seconds"],
         }
