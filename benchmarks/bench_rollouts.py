@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / torch threads")
-    ap.add_argument("--model", type=Path, default=None, help="a checkpoint (default: a random small tiny model)")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="a checkpoint (default: a random small tiny model)"
+    )
     ap.add_argument("--data", type=Path, default=None, help="a synthetic data folder with rl.parquet")
     ap.add_argument("--temperature", type=float, default=1.2)
     ap.add_argument("--top-p", type=float, default=0.99)
