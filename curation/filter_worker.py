@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import hashlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -38,8 +39,7 @@ from curation.filters import (
     check_image_tags,
     check_reflective,
     duplicate_key,
-    parse_pebr,
-    parse_sharegpt,
+    parse_record,
 )
 from curation.images import OK, ImageChecker, ImageInfo, cache_rows, load_cache
 from curation.io import Task
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 _FA_LITERAL = FINAL_ANSWER.removeprefix("###").strip()  # "The final answer is:"
 _FA_PREFIX = re.compile(r"[ \t]*###[ \t]*")
-_DEFAULT_SOURCE = {"sharegpt": "sharegpt", "pebr": "pebr_grpo"}
+_DEFAULT_SOURCE = {"sharegpt": "sharegpt", "pebr": "pebr_grpo", "canonical": "canonical"}
 
 
 def fast_final_answer(text: str) -> str | None:
@@ -326,7 +326,7 @@ class FilterWorker:
             decode_max_pixels=config.max_pixels,
             cache=cache,
         )
-        self._parse = parse_sharegpt if layout == "sharegpt" else parse_pebr
+        self._parse = parse_record(layout)
         self._mapped = bool(config.columns)
         self._fast_ok = layout == "sharegpt" and not self._mapped
         self._lazy_keys = False
@@ -541,7 +541,7 @@ class FilterWorker:
     def _answer(parsed: ParsedRecord) -> str:
         """The canonical ``answer``, as the converters compute it."""
         text = parsed.answer_text
-        if parsed.layout == "pebr":
+        if parsed.layout in ("pebr", "canonical"):
             return text or ""
         if text is None:
             return ""
@@ -574,6 +574,8 @@ class FilterWorker:
         self, parsed: ParsedRecord, digests: list[str], sizes: list[tuple[int, int]]
     ) -> dict[str, Any]:
         rec = parsed.record
+        if parsed.layout == "canonical":
+            return _canonical_row(rec, parsed.images, sizes)
         if parsed.layout == "sharegpt":
             if self._mapped:
                 rec = _standard_sharegpt(parsed, self.config.columns)
@@ -583,6 +585,24 @@ class FilterWorker:
         out = from_pebr(rec, source=self.source, image_keys=digests)
         out["image_sizes"] = [{"width": w, "height": h} for w, h in sizes]
         return out
+
+
+def _canonical_row(
+    rec: Mapping[str, Any], images: tuple[str, ...], sizes: list[tuple[int, int]]
+) -> dict[str, Any]:
+    """A canonical input row as it goes to ``kept.parquet``: unchanged, except that image paths
+    become ``{"bytes": None, "path": p}`` structs and missing image sizes are the measured ones."""
+    row = {name: rec.get(name) for name in RECORD_SCHEMA.names}
+    row["images"] = [{"bytes": None, "path": p} for p in images]
+    if not row["image_sizes"]:
+        row["image_sizes"] = [{"width": w, "height": h} for w, h in sizes]
+    row["messages"] = row["messages"] or []
+    meta = row["meta"]
+    if meta is None:
+        row["meta"] = "{}"
+    elif not isinstance(meta, str):
+        row["meta"] = json.dumps(meta, default=_json_default, ensure_ascii=False, sort_keys=True)
+    return row
 
 
 def _standard_sharegpt(parsed: ParsedRecord, columns: Mapping[str, str]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ reason                 drops a record when
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from curation.filter_config import FilterConfig
@@ -83,10 +83,20 @@ class ParsedRecord(NamedTuple):
     record: Any
 
 
+CANONICAL_KEYS = frozenset({"uid", "task", "stage_hint", "question", "answer", "images"})
+
+
 def detect_layout(record: Any, columns: Mapping[str, str]) -> str | None:
-    """``sharegpt`` or ``pebr`` from a record's keys, or ``None`` when neither fits."""
+    """``canonical``, ``sharegpt`` or ``pebr`` from a record's keys, or ``None`` when none fits.
+
+    A record with the canonical schema's columns (pebr's own Parquet: ``uid``, ``task``,
+    ``stage_hint``, ``question``, ``answer``, ``images``) is ``canonical`` even though it also
+    has a ``messages`` column (empty for RL questions).
+    """
     if not isinstance(record, Mapping):
         return None
+    if not columns and record.keys() >= CANONICAL_KEYS:
+        return "canonical"
     messages_key = columns.get("messages")
     if (messages_key and messages_key in record) or "messages" in record or "conversations" in record:
         return "sharegpt"
@@ -204,8 +214,45 @@ def parse_pebr(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
     return ParsedRecord("pebr", (("user", problem),), images, text, record)
 
 
+def parse_canonical(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
+    """Check a canonical-schema record (``curation.schema``): the question, the gold answer,
+    the images and the SFT conversation, if any (its assistant turns are what the reflective
+    stage reads, with the answer)."""
+    if not isinstance(record, Mapping):
+        return Drop("malformed", f"a record must be an object, got {_type_name(record)}")
+    missing = sorted(CANONICAL_KEYS - record.keys())
+    if missing:
+        return Drop("malformed", f"missing canonical column(s) {missing}")
+    for key in ("uid", "question", "answer"):
+        if not isinstance(record[key], str):
+            return Drop("malformed", f"'{key}' must be a string, got {_type_name(record[key])}")
+    kw = record.get("key_words")
+    if kw is not None and not (isinstance(kw, list) and all(isinstance(k, str) for k in kw)):
+        return Drop("malformed", "'key_words' must be a list of strings")
+    turns: list[tuple[str, str]] = [("user", record["question"])]
+    messages = record.get("messages") or []
+    if not isinstance(messages, list):
+        return Drop("malformed", f"'messages' must be a list of turns, got {_type_name(messages)}")
+    for i, turn in enumerate(messages):
+        if not (isinstance(turn, Mapping) and isinstance(turn.get("content"), str)):
+            return Drop("malformed", f"'messages'[{i}] needs a string 'content'")
+        if turn.get("role") == "assistant":
+            turns.append(("assistant", turn["content"]))
+    images = image_list(record["images"], "images")
+    if isinstance(images, Drop):
+        return images
+    return ParsedRecord("canonical", tuple(turns), images, record["answer"], record)
+
+
+def parse_record(layout: str) -> Callable[[Any, Mapping[str, str]], ParsedRecord | Drop]:
+    """The structure check of ``layout``."""
+    return {"sharegpt": parse_sharegpt, "pebr": parse_pebr, "canonical": parse_canonical}[layout]
+
+
 def check_image_tags(parsed: ParsedRecord) -> Drop | None:
     """``<image>`` tags in the user turns must match the number of images (LLaMA-Factory's rule)."""
+    if parsed.layout == "canonical":
+        return None  # the canonical question is stored without its <image> tags
     tags = sum(c.count(IMAGE_TAG) for r, c in parsed.turns if r == "user")
     if parsed.layout == "pebr" and tags == 0:
         return None  # EasyR1/PeBR prompts may leave the tag to the chat template
@@ -218,6 +265,9 @@ def check_reflective(parsed: ParsedRecord, patterns_lower: Sequence[str]) -> Dro
     """Drop when an assistant turn's ``str.lower()`` contains a pattern (the reference's test)."""
     if parsed.layout == "pebr":
         texts: Sequence[tuple[int, str]] = ((0, parsed.answer_text or ""),)
+    elif parsed.layout == "canonical":
+        texts = [(i, c) for i, (r, c) in enumerate(parsed.turns) if r == "assistant"]
+        texts.append((len(parsed.turns), parsed.answer_text or ""))
     else:
         texts = [(i, c) for i, (r, c) in enumerate(parsed.turns) if r == "assistant"]
     for i, content in texts:

@@ -62,8 +62,12 @@ def run_demo(out: Path, *, seed: int = 0) -> dict[str, Any]:
     # verify_images: training decodes every image, so a truncated file that Pillow can open
     # (the reference filter keeps those) must be dropped here, not crash an SFT step
     sft_filter = filter_dataset(data / "sft.json", data, out / "filter", FilterConfig(verify_images=True))
+    # the RL pool is pebr's canonical Parquet: the same stages, and its report is the funnel
+    # the data card shows for the exported splits
+    pool_filter = filter_dataset(data / "rl.parquet", data, out / "pool", FilterConfig(verify_images=True))
     summary["filter"] = {
-        "sft": {"records": sft_filter.records, "kept": sft_filter.kept, "dropped": sft_filter.dropped},
+        name: {"records": r.records, "kept": r.kept, "dropped": {k: v for k, v in r.dropped.items() if v}}
+        for name, r in (("sft", sft_filter), ("rl_pool", pool_filter))
     }
 
     train = out / "train"
@@ -73,7 +77,12 @@ def run_demo(out: Path, *, seed: int = 0) -> dict[str, Any]:
         DEMO_RECIPE,
         overrides={
             "sft": {"seed": seed, "data": {"train": str(out / "filter" / "kept.parquet")}},
-            "difficulty": {"pool": str(data / "rl.parquet"), "image_root": str(data)},
+            "difficulty": {
+                "pool": str(out / "pool" / "kept.parquet"),
+                "image_root": str(data),
+                "test": str(data / "test.parquet"),
+            },
+            "splits": {"filter_report": str(out / "pool" / "report.json")},
         },
         source="pebr demo",
     )
