@@ -396,7 +396,9 @@ def test_canonical_parquet_is_filtered_and_kept_rows_come_back_unchanged(tmp_pat
         {"problem": "How many circles?", "answer": "3", "images": ["a.png"], "key_words": ["circle"]},
         source="synthetic",
     )
-    base.update(task="count", stage_hint="perception", boxes=[[1.0, 2.0, 30.0, 40.0]], reference_caption="3 dots")
+    base.update(
+        task="count", stage_hint="perception", boxes=[[1.0, 2.0, 30.0, 40.0]], reference_caption="3 dots"
+    )
     sft = dict(
         base,
         question="What colour is it?",
@@ -414,7 +416,9 @@ def test_canonical_parquet_is_filtered_and_kept_rows_come_back_unchanged(tmp_pat
         dict(base, uid="other"),  # 3 duplicate of 0: same image bytes and question
         dict(base, answer="  "),  # 4 empty_answer
         sft,  # 5 reflective: the assistant turn of its SFT conversation
-        dict(base, question="How many squares?", images=[{"bytes": None, "path": "../a.png"}]),  # 6 unsafe_path
+        dict(
+            base, question="How many squares?", images=[{"bytes": None, "path": "../a.png"}]
+        ),  # 6 unsafe_path
         dict(base, question="How many triangles?", answer="1"),  # 7 kept
     ]
     src = tmp_path / "pool.parquet"
@@ -435,4 +439,7 @@ def test_canonical_parquet_is_filtered_and_kept_rows_come_back_unchanged(tmp_pat
     for w in want:  # sizes the input lacked are the measured ones
         w["image_sizes"] = [{"width": 64, "height": 48}]
     assert kept.to_pylist() == want
-    assert [r["task"] for r in orjson.loads((tmp_path / "out" / "kept.json").read_bytes())] == ["count", "count"]
+    assert [r["task"] for r in orjson.loads((tmp_path / "out" / "kept.json").read_bytes())] == [
+        "count",
+        "count",
+    ]

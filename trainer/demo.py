@@ -39,9 +39,21 @@ def _step(name: str) -> None:
     log.info("[bold]%s[/]", name, extra={"markup": True})
 
 
-def run_demo(out: Path, *, seed: int = 0) -> dict[str, Any]:
+def run_demo(
+    out: Path,
+    *,
+    seed: int = 0,
+    recipe: Path = DEMO_RECIPE,
+    sizes: tuple[int, int, int] = (DEMO_SFT, DEMO_RL, DEMO_TEST),
+    eval_questions: int = DEMO_EVAL_QUESTIONS,
+    eval_max_new_tokens: int = DEMO_EVAL_MAX_NEW_TOKENS,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Synthetic data -> filter -> SFT -> difficulty -> splits -> stage 1 -> stage 2 -> eval ->
-    Hugging Face export with a data card. Returns (and writes) a summary."""
+    Hugging Face export with a data card. Returns (and writes) a summary.
+
+    ``recipe``, ``sizes`` (SFT, RL, test records), the evaluation budget and config
+    ``overrides`` exist for tests (the smoke recipe); ``pebr demo`` uses the defaults."""
     from curation.filter_config import FilterConfig
     from curation.filter_pipeline import filter_dataset
     from curation.synth import generate_dataset
@@ -55,7 +67,8 @@ def run_demo(out: Path, *, seed: int = 0) -> dict[str, Any]:
 
     data = out / "data"
     _step(f"1/6 synthetic data -> {data}")
-    synth = generate_dataset(data, sft=DEMO_SFT, rl=DEMO_RL, test=DEMO_TEST, seed=seed)
+    n_sft, n_rl, n_test = sizes
+    synth = generate_dataset(data, sft=n_sft, rl=n_rl, test=n_test, seed=seed)
     summary["data"] = {k: synth[k] for k in ("counts", "defects") if k in synth}
 
     _step(f"2/6 filter the SFT set and the RL pool -> {out / 'filter'}, {out / 'pool'}")
@@ -71,25 +84,28 @@ def run_demo(out: Path, *, seed: int = 0) -> dict[str, Any]:
     }
 
     train = out / "train"
-    _step(f"3/6 SFT, difficulty, splits, stage 1, stage 2 ({DEMO_RECIPE.name}) -> {train}")
-    config = load_config(
-        PipelineConfig,
-        DEMO_RECIPE,
-        overrides={
-            "sft": {"seed": seed, "data": {"train": str(out / "filter" / "kept.parquet")}},
-            "difficulty": {
-                "pool": str(out / "pool" / "kept.parquet"),
-                "image_root": str(data),
-                "test": str(data / "test.parquet"),
-            },
-            "splits": {"filter_report": str(out / "pool" / "report.json")},
+    _step(f"3/6 SFT, difficulty, splits, stage 1, stage 2 ({Path(recipe).name}) -> {train}")
+    paths: dict[str, Any] = {
+        "sft": {"seed": seed, "data": {"train": str(out / "filter" / "kept.parquet")}},
+        "difficulty": {
+            "pool": str(out / "pool" / "kept.parquet"),
+            "image_root": str(data),
+            "test": str(data / "test.parquet"),
         },
-        source="pebr demo",
-    )
+        "splits": {"filter_report": str(out / "pool" / "report.json")},
+    }
+    config = load_config(PipelineConfig, recipe, overrides=_merge(paths, overrides or {}), source="pebr demo")
     summary["pipeline"] = run_pipeline(config, train)
 
     _step(f"4/6 evaluate the SFT and the final model on the held-out test split -> {out / 'eval'}")
-    summary["eval"] = _evaluate(train, data / "test.parquet", out / "eval", seed=seed)
+    summary["eval"] = _evaluate(
+        train,
+        data / "test.parquet",
+        out / "eval",
+        seed=seed,
+        questions=eval_questions,
+        max_new_tokens=eval_max_new_tokens,
+    )
 
     _step(f"5/6 export the splits as a Hugging Face dataset -> {out / 'hf'}")
     from curation.export import export_hf
@@ -114,7 +130,20 @@ def _final_model(train: Path) -> Path:
     raise FileNotFoundError(f"no trained model under {train}")
 
 
-def _evaluate(train: Path, test: Path, out: Path, *, seed: int) -> dict[str, Any]:
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, nested dicts key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _evaluate(
+    train: Path, test: Path, out: Path, *, seed: int, questions: int, max_new_tokens: int
+) -> dict[str, Any]:
     from trainer.evaluate import EvalConfig, evaluate
 
     out.mkdir(parents=True, exist_ok=True)
@@ -128,8 +157,8 @@ def _evaluate(train: Path, test: Path, out: Path, *, seed: int) -> dict[str, Any
                 model=str(model),
                 data=str(test),
                 preset="pebr_stage2",
-                max_samples=DEMO_EVAL_QUESTIONS,
-                max_new_tokens=DEMO_EVAL_MAX_NEW_TOKENS,
+                max_samples=questions,
+                max_new_tokens=max_new_tokens,
                 seed=seed,
             )
             report = evaluate(config, report_path)
