@@ -59,6 +59,18 @@ def test_demo_at_smoke_size_runs_every_step_and_reruns_from_its_outputs(tmp_path
     assert "24" in funnel  # the RL pool's records, all kept
     assert json.loads((out / "summary.json").read_text())["export"] == summary["export"]
 
+    # the table `pebr demo` ends with names every step
+    from rich.console import Console
+
+    from trainer.demo import summary_table
+
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary))
+    text = console.export_text()
+    for row in ("filter (sft)", "filter (rl_pool)", "difficulty", "splits", "eval (final)", "export"):
+        assert row in text
+    assert f"kept {sft['kept']} of 60" in text
+
     # a rerun trains nothing again and gives the same summary
     again = run_demo(out, **kwargs)
     assert again["pipeline"]["sft"]["status"] == "skipped (done before)"

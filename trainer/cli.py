@@ -150,9 +150,12 @@ def demo(
     seed: int = typer.Option(0, help="Seed for the synthetic data and the model."),
 ) -> None:
     """Run the main job end to end on the embedded synthetic data."""
-    from trainer.demo import run_demo
+    from rich.console import Console
 
-    run_demo(out, seed=seed)
+    from trainer.demo import run_demo, summary_table
+
+    summary = run_demo(out, seed=seed)
+    Console().print(summary_table(summary))
 
 
 app.add_typer(data_app, name="data")

@@ -169,3 +169,56 @@ def _evaluate(
             "report": str(report_path),
         }
     return results
+
+
+def summary_table(summary: dict[str, Any]) -> Any:
+    """A rich table of what the demo produced, for the end of ``pebr demo``."""
+    from rich.table import Table
+
+    table = Table(title=f"pebr demo: {summary['out']}", show_header=True)
+    table.add_column("step")
+    table.add_column("result")
+
+    def drops(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items() if v) or "none"
+
+    counts = summary.get("data", {}).get("counts", {})
+    table.add_row("synthetic data", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for name, rep in summary.get("filter", {}).items():
+        table.add_row(
+            f"filter ({name})", f"kept {rep['kept']} of {rep['records']}; dropped: {drops(rep['dropped'])}"
+        )
+    steps = summary.get("pipeline", {})
+    for name in ("sft", "difficulty", "splits", "stage1", "rebucket", "stage2"):
+        step = steps.get(name)
+        if not step:
+            continue
+        parts = [str(step.get("status"))]
+        if "global_step" in step:
+            parts.append(f"{step['global_step']} steps")
+        if "rollouts_new" in step:
+            parts.append(f"{step['rollouts_new']} rollouts")
+        if "counts" in step:
+            parts.append(", ".join(f"{k} {v}" for k, v in step["counts"].items()))
+        if step.get("reason"):
+            parts.append(str(step["reason"]))
+        for key in ("train_seconds", "seconds"):
+            if step.get(key) is not None:
+                parts.append(f"{float(step[key]):.0f} s")
+        table.add_row(name, "; ".join(parts))
+
+    def num(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    for name, rep in summary.get("eval", {}).items():
+        comps = rep.get("components") or {}
+        table.add_row(
+            f"eval ({name})",
+            f"accuracy {num(rep.get('accuracy'))}, format {num(comps.get('format'))} ({rep['report']})",
+        )
+    export = summary.get("export")
+    if export:
+        table.add_row(
+            "export", f"{export['location']}: " + ", ".join(f"{k} {v}" for k, v in export["splits"].items())
+        )
+    return table
