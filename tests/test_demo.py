@@ -41,6 +41,10 @@ def test_demo_at_smoke_size_runs_every_step_and_reruns_from_its_outputs(tmp_path
     config = json.loads((out / "train" / "pipeline.json").read_text())["config"]
     assert config["difficulty"]["pool"] == str(out / "pool" / "kept.parquet")
     assert config["sft"]["data"]["train"] == str(out / "filter" / "kept.parquet")
+    # the tiny model's tokenizer learns the synthetic data's text (found through the filter's
+    # report), not the built-in corpus: else the sectioned answers take far more tokens
+    tiny = json.loads((out / "train" / "base_model" / "pebr_tiny.json").read_text())
+    assert Path(tiny["data_dir"]) == out / "data"
 
     # evaluation of the SFT and the final model on the held-out split
     assert set(summary["eval"]) == {"sft", "final"}

@@ -60,15 +60,42 @@ def resolve_base_model(config: PipelineConfig, out: Path) -> str:
 
     preset = path[len(TINY_PREFIX) :]
     target = out / "base_model"
-    candidates = [Path(p).parent for p in (config.sft.data.train, config.difficulty.pool) if p]
-    data_dir = next(
-        (d for d in candidates if any((d / name).is_file() for name in ("sft.json", "rl.json"))), None
-    )
+    data_dir = _tokenizer_corpus_dir(config)
     state = _state()
     if state.is_main_process:
         build_tiny_vlm(target, preset=preset, data_dir=data_dir, seed=config.sft.seed)
     state.wait_for_everyone()
     return str(target)
+
+
+def _tokenizer_corpus_dir(config: PipelineConfig) -> Path | None:
+    """The synthetic data directory (holding sft.json / rl.json) behind the SFT data or the RL
+    pool: their own directory, the input of the ``pebr curate filter`` run that wrote them
+    (its report.json), or the pool's image root."""
+    dirs: list[Path] = []
+    for p in (config.sft.data.train, config.difficulty.pool):
+        if not p:
+            continue
+        parent = Path(p).parent
+        dirs.append(parent)
+        report = parent / "report.json"
+        if report.is_file():
+            try:
+                source = json.loads(report.read_text(encoding="utf-8")).get("input")
+            except (OSError, ValueError, AttributeError):
+                source = None
+            if isinstance(source, str):
+                dirs.append(Path(source).parent)
+    if config.difficulty.image_root:
+        dirs.append(Path(config.difficulty.image_root))
+    found = next((d for d in dirs if any((d / n).is_file() for n in ("sft.json", "rl.json"))), None)
+    if found is None:
+        log.info(
+            "no synthetic data next to the SFT data or the pool: the tiny tokenizer trains on its built-in corpus"
+        )
+    else:
+        log.info("tiny tokenizer corpus: %s", found)
+    return found
 
 
 def _write_summary(out: Path, config: PipelineConfig, steps: dict[str, Any]) -> None:
