@@ -187,6 +187,14 @@ def parse_sharegpt(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Dr
     return ParsedRecord("sharegpt", tuple(turns), images, answer, record)
 
 
+def _check_key_words(record: Mapping[str, Any], key: str) -> Drop | None:
+    """``key_words``, when present, must be a list of strings."""
+    kw = record.get(key)
+    if kw is not None and not (isinstance(kw, list) and all(isinstance(k, str) for k in kw)):
+        return Drop("malformed", f"'{key}' must be a list of strings")
+    return None
+
+
 def parse_pebr(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
     """Check a PeBR GRPO record's structure (``problem``, ``answer``, ``images``...)."""
     if not isinstance(record, Mapping):
@@ -202,10 +210,9 @@ def parse_pebr(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
     answer = record[answer_key]
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         return Drop("malformed", f"'{answer_key}' must be a string or a number, got {_type_name(answer)}")
-    kw_key = columns.get("key_words", "key_words")
-    kw = record.get(kw_key)
-    if kw is not None and not (isinstance(kw, list) and all(isinstance(k, str) for k in kw)):
-        return Drop("malformed", f"'{kw_key}' must be a list of strings")
+    drop = _check_key_words(record, columns.get("key_words", "key_words"))
+    if drop is not None:
+        return drop
     images_key = columns.get("images", "images")
     images = image_list(record.get(images_key), images_key)
     if isinstance(images, Drop):
@@ -226,9 +233,9 @@ def parse_canonical(record: Any, columns: Mapping[str, str]) -> ParsedRecord | D
     for key in ("uid", "question", "answer"):
         if not isinstance(record[key], str):
             return Drop("malformed", f"'{key}' must be a string, got {_type_name(record[key])}")
-    kw = record.get("key_words")
-    if kw is not None and not (isinstance(kw, list) and all(isinstance(k, str) for k in kw)):
-        return Drop("malformed", "'key_words' must be a list of strings")
+    drop = _check_key_words(record, "key_words")
+    if drop is not None:
+        return drop
     turns: list[tuple[str, str]] = [("user", record["question"])]
     messages = record.get("messages") or []
     if not isinstance(messages, list):

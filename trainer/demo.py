@@ -58,7 +58,7 @@ def run_demo(
     from curation.filter_pipeline import filter_dataset
     from curation.synth import generate_dataset
     from trainer.config import PipelineConfig
-    from trainer.config_io import load_config
+    from trainer.config_io import deep_merge, load_config
     from trainer.pipeline import run_pipeline
 
     out = Path(out).resolve()
@@ -94,7 +94,9 @@ def run_demo(
         },
         "splits": {"filter_report": str(out / "pool" / "report.json")},
     }
-    config = load_config(PipelineConfig, recipe, overrides=_merge(paths, overrides or {}), source="pebr demo")
+    config = load_config(
+        PipelineConfig, recipe, overrides=deep_merge(paths, overrides or {}), source="pebr demo"
+    )
     summary["pipeline"] = run_pipeline(config, train)
 
     _step(f"4/6 evaluate the SFT and the final model on the held-out test split -> {out / 'eval'}")
@@ -128,17 +130,6 @@ def _final_model(train: Path) -> Path:
         if (train / stage / "config.json").is_file():
             return train / stage
     raise FileNotFoundError(f"no trained model under {train}")
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` merged in, nested dicts key by key."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _evaluate(
