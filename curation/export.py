@@ -189,7 +189,11 @@ def _read_image(run: SplitsRun, img: Mapping[str, Any], uid: str, index: int) ->
 
 def _image_file(run: SplitsRun, rel: Any, uid: str, index: int) -> Path:
     """The file a path image names under the run's image root; an error naming the record when
-    there is no image root or no such file."""
+    the path leaves the root (absolute, ``..``), there is no image root, or no such file."""
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise ValueError(
+            f"record uid={uid!r}: images[{index}] path {rel!r} must be relative to the image root, without '..'"
+        )
     if run.image_root is None:
         raise ValueError(
             f"record uid={uid!r}: images[{index}] is a path ({rel!r}) but the splits report has no image_root"
@@ -534,10 +538,6 @@ def _place_image(run: SplitsRun, img: Mapping[str, Any], uid: str, index: int, o
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(data)
         return rel
-    if Path(rel_src).is_absolute() or ".." in Path(rel_src).parts:
-        raise ValueError(
-            f"record uid={uid!r}: images[{index}] path {rel_src!r} must be relative to the image root, without '..'"
-        )
     src = _image_file(run, rel_src, uid, index)
     rel = f"{IMAGES_DIR}/{Path(rel_src).as_posix()}"
     dst = out / rel
