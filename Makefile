@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pebr demo --out $(DEMO_OUT)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(BIN)/pebr demo --out $(DEMO_OUT)
 
 test: setup
 	$(BIN)/ruff check .

@@ -13,6 +13,9 @@
 Usage::
 
     python benchmarks/bench_rollouts.py [--questions 32] [--replay-questions 20000] [--json out.json]
+    # parts 1-2 with a trained warm-up model on the demo's pool instead of a random model:
+    python benchmarks/bench_rollouts.py --model runs/demo/train/sft --data runs/demo/data \
+        --questions 48 --max-new-tokens 384 --temperature 1.0 --top-p 0.95
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / torch threads")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="a checkpoint (default: a random small tiny model)"
+    )
+    ap.add_argument("--data", type=Path, default=None, help="a synthetic data folder with rl.parquet")
+    ap.add_argument("--temperature", type=float, default=1.2)
+    ap.add_argument("--top-p", type=float, default=0.99)
     ap.add_argument("--replay-questions", type=int, default=20_000)
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)
@@ -53,22 +62,33 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"threads": args.threads, "cpus": os.cpu_count()}
 
     # 1 + 2: the small tiny model on the synthetic pool
-    data = work / "synth"
-    generate_dataset(data, sft=8, rl=args.questions, test=8, seed=0)
-    model = work / "small"
-    build_tiny_vlm(model, preset="small", seed=0)
-    sampling = SamplingParams(n=8, max_new_tokens=args.max_new_tokens)
+    data = args.data
+    if data is None:
+        data = work / "synth"
+        generate_dataset(data, sft=8, rl=args.questions, test=8, seed=0)
+    import pyarrow.parquet as pq
+
+    pool = work / "rl_slice.parquet"  # the first --questions questions of the pool
+    pq.write_table(pq.read_table(data / "rl.parquet").slice(0, args.questions), pool)
+    model = args.model
+    if model is None:
+        model = work / "small"
+        build_tiny_vlm(model, preset="small", seed=0)
+    sampling = SamplingParams(
+        n=8, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
+    )
     counts = {}
     for mode in ("fixed", "adaptive"):
         engine = TransformersEngine(model, batch_size=args.batch_size)
         t0 = time.perf_counter()
         report = score_dataset(
-            data / "rl.parquet",
+            pool,
             engine,
             work / f"tiny_{mode}",
             sampling=sampling,
             adaptive=AdaptiveConfig() if mode == "adaptive" else None,
             batch_size=args.batch_size,
+            image_root=str(data),
         )
         counts[mode] = report
         print(
@@ -77,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     result["tiny"] = {
+        "model": str(args.model or "random small tiny model"),
+        "temperature": args.temperature,
+        "top_p": args.top_p,
         "questions": args.questions,
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,

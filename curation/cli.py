@@ -256,6 +256,11 @@ def score_cmd(
         "2,1", "--adaptive-rounds", help="Samples per adaptive round; the last size repeats up to n."
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per engine call (and per shard)."),
+    test: Path | None = typer.Option(
+        None,
+        "--test",
+        help="Held-out split carried along with the splits (default: test.parquet next to --data).",
+    ),
     image_root: Path | None = typer.Option(
         None, "--image-root", help="Image root (default: the data's folder)."
     ),
@@ -325,6 +330,7 @@ def score_cmd(
             image_root=str(image_root) if image_root else None,
             progress=on_progress,
             trust_replayed_scores=replay_scores,
+            test_path=test,
             command=_command_line(ctx),
         )
     out_console = Console()

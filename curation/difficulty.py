@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
@@ -151,10 +151,15 @@ class Questions:
     path: str | None
     image_root: str | None
     fingerprint: str
+    #: the held-out split named by the caller (else ``test.parquet`` next to the data file)
+    held_out: str | None = None
 
     @property
     def test_path(self) -> str | None:
-        """``test.parquet`` next to the data file (a held-out split), when there is one."""
+        """The held-out split recorded with the run: the one named by the caller, else
+        ``test.parquet`` next to the data file, when there is one."""
+        if self.held_out is not None:
+            return self.held_out
         if self.path is None:
             return None
         test = Path(self.path).with_name("test.parquet")
@@ -447,8 +452,12 @@ def score_dataset(
     progress: Callable[[ScoreProgress], None] | None = None,
     trust_replayed_scores: bool = False,
     command: str | None = None,
+    test_path: str | os.PathLike[str] | None = None,
 ) -> ScoreReport:
     """Sample, score and store ``n`` (``sampling.n``) rollouts per question (fewer with ``adaptive``).
+
+    ``test_path`` names the held-out split that the splits and their export carry along
+    (default: ``test.parquet`` next to the data file, when there is one).
 
     Resumable: stored rollouts of this model are skipped, so rerunning the same call after
     a crash finishes the job. ``batch_size`` questions go to the engine at a time (more in
@@ -465,6 +474,10 @@ def score_dataset(
         adaptive = AdaptiveConfig()
     adaptive = adaptive or None
     questions = load_questions(data, image_root)
+    if test_path is not None:
+        if not Path(test_path).is_file():
+            raise FileNotFoundError(f"held-out split {test_path} does not exist")
+        questions = replace(questions, held_out=str(Path(test_path).resolve()))
     preset_obj, preset_name = _resolve_preset(preset)
     run_dir = Path(out_dir)
     n = sampling.n

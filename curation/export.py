@@ -184,7 +184,16 @@ def _read_image(run: SplitsRun, img: Mapping[str, Any], uid: str, index: int) ->
     """An image's bytes: embedded ones, or the file under the run's image root."""
     if img.get("bytes") is not None:
         return img["bytes"]
-    rel = img.get("path")
+    return _image_file(run, img.get("path"), uid, index).read_bytes()
+
+
+def _image_file(run: SplitsRun, rel: Any, uid: str, index: int) -> Path:
+    """The file a path image names under the run's image root; an error naming the record when
+    the path leaves the root (absolute, ``..``), there is no image root, or no such file."""
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise ValueError(
+            f"record uid={uid!r}: images[{index}] path {rel!r} must be relative to the image root, without '..'"
+        )
     if run.image_root is None:
         raise ValueError(
             f"record uid={uid!r}: images[{index}] is a path ({rel!r}) but the splits report has no image_root"
@@ -194,7 +203,7 @@ def _read_image(run: SplitsRun, img: Mapping[str, Any], uid: str, index: int) ->
         raise FileNotFoundError(
             f"record uid={uid!r}: images[{index}] {rel!r} not found under {run.image_root}"
         )
-    return file.read_bytes()
+    return file
 
 
 def split_tasks(run: SplitsRun, names: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -529,19 +538,7 @@ def _place_image(run: SplitsRun, img: Mapping[str, Any], uid: str, index: int, o
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(data)
         return rel
-    if Path(rel_src).is_absolute() or ".." in Path(rel_src).parts:
-        raise ValueError(
-            f"record uid={uid!r}: images[{index}] path {rel_src!r} must be relative to the image root, without '..'"
-        )
-    if run.image_root is None:
-        raise ValueError(
-            f"record uid={uid!r}: images[{index}] is a path but the splits report has no image_root"
-        )
-    src = run.image_root / rel_src
-    if not src.is_file():
-        raise FileNotFoundError(
-            f"record uid={uid!r}: images[{index}] {rel_src!r} not found under {run.image_root}"
-        )
+    src = _image_file(run, rel_src, uid, index)
     rel = f"{IMAGES_DIR}/{Path(rel_src).as_posix()}"
     dst = out / rel
     if not dst.exists():

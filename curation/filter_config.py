@@ -30,7 +30,7 @@ DEFAULT_MIN_SIDE = 28
 #: the same number. Lower it to drop merely huge images too.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
-LAYOUTS = ("auto", "sharegpt", "pebr")
+LAYOUTS = ("auto", "sharegpt", "pebr", "canonical")
 
 # Names a column mapping may give, per layout (LLaMA-Factory's dataset_info "columns"/"tags").
 SHAREGPT_MAPPING_KEYS = ("messages", "images", "role", "content", "user", "assistant", "system")

@@ -484,14 +484,13 @@ class _Dedup:
         import orjson
 
         from curation.convert import strip_image_tags
-        from curation.filters import parse_pebr, parse_sharegpt
+        from curation.filters import parse_record
 
         t = bisect.bisect_right(self._firsts, index) - 1
         starts, ends = self._spans[t]
         k = index - self._firsts[t]
         rec = orjson.loads(_pread(self.source.path, int(starts[k]), int(ends[k] - starts[k])))
-        parse = parse_sharegpt if self.layout == "sharegpt" else parse_pebr
-        parsed = parse(rec, self.columns)
+        parsed = parse_record(self.layout)(rec, self.columns)
         if not hasattr(parsed, "turns"):  # it was kept earlier, so it parsed then
             raise RuntimeError(f"record {index} no longer parses: {parsed}")
         return strip_image_tags(next(c for r, c in parsed.turns if r == "user"))

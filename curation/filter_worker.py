@@ -14,6 +14,7 @@ decides and words the reasons. Tests compare the two paths on the same inputs.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,8 +37,7 @@ from curation.filters import (
     check_reflective,
     duplicate_key,
     fast_final_answer,
-    parse_pebr,
-    parse_sharegpt,
+    parse_record,
 )
 from curation.images import ImageChecker, ImageInfo, cache_rows
 from curation.io import Task
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BadRecordError", "ChunkResult", "FilterWorker", "fast_final_answer"]
 
-_DEFAULT_SOURCE = {"sharegpt": "sharegpt", "pebr": "pebr_grpo"}
+_DEFAULT_SOURCE = {"sharegpt": "sharegpt", "pebr": "pebr_grpo", "canonical": "canonical"}
 
 
 class BadRecordError(Exception):
@@ -122,7 +122,7 @@ class FilterWorker:
             decode_max_pixels=config.max_pixels,
             cache=cache,
         )
-        self._parse = parse_sharegpt if layout == "sharegpt" else parse_pebr
+        self._parse = parse_record(layout)
         self._mapped = bool(config.columns)
         # the vectorised path: plain sharegpt records, in the spelling of the first records
         self.plain = None
@@ -319,6 +319,8 @@ class FilterWorker:
         self, parsed: ParsedRecord, digests: list[str], sizes: list[tuple[int, int]]
     ) -> dict[str, Any]:
         rec = parsed.record
+        if parsed.layout == "canonical":
+            return _canonical_row(rec, parsed.images, sizes)
         if parsed.layout == "sharegpt":
             if self._mapped:
                 rec = _standard_sharegpt(parsed, self.config.columns)
@@ -352,6 +354,26 @@ def _merge(
         batches.append(part[1].slice(first, length))
         keys += part[2][first : first + length]
     return batches, keys
+
+
+def _canonical_row(
+    rec: Mapping[str, Any], images: tuple[str, ...], sizes: list[tuple[int, int]]
+) -> dict[str, Any]:
+    """A canonical input row as it goes to ``kept.parquet``: unchanged, except that image paths
+    become ``{"bytes": None, "path": p}`` structs and missing image sizes are the measured ones."""
+    from curation.schema import RECORD_SCHEMA
+
+    row = {name: rec.get(name) for name in RECORD_SCHEMA.names}
+    row["images"] = [{"bytes": None, "path": p} for p in images]
+    if not row["image_sizes"]:
+        row["image_sizes"] = [{"width": w, "height": h} for w, h in sizes]
+    row["messages"] = row["messages"] or []
+    meta = row["meta"]
+    if meta is None:
+        row["meta"] = "{}"
+    elif not isinstance(meta, str):
+        row["meta"] = json.dumps(meta, default=_json_default, ensure_ascii=False, sort_keys=True)
+    return row
 
 
 def _standard_sharegpt(parsed: ParsedRecord, columns: Mapping[str, str]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from curation.filter_config import FilterConfig
@@ -85,10 +85,20 @@ class ParsedRecord(NamedTuple):
     record: Any
 
 
+CANONICAL_KEYS = frozenset({"uid", "task", "stage_hint", "question", "answer", "images"})
+
+
 def detect_layout(record: Any, columns: Mapping[str, str]) -> str | None:
-    """``sharegpt`` or ``pebr`` from a record's keys, or ``None`` when neither fits."""
+    """``canonical``, ``sharegpt`` or ``pebr`` from a record's keys, or ``None`` when none fits.
+
+    A record with the canonical schema's columns (pebr's own Parquet: ``uid``, ``task``,
+    ``stage_hint``, ``question``, ``answer``, ``images``) is ``canonical`` even though it also
+    has a ``messages`` column (empty for RL questions).
+    """
     if not isinstance(record, Mapping):
         return None
+    if not columns and record.keys() >= CANONICAL_KEYS:
+        return "canonical"
     messages_key = columns.get("messages")
     if (messages_key and messages_key in record) or "messages" in record or "conversations" in record:
         return "sharegpt"
@@ -179,6 +189,14 @@ def parse_sharegpt(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Dr
     return ParsedRecord("sharegpt", tuple(turns), images, answer, record)
 
 
+def _check_key_words(record: Mapping[str, Any], key: str) -> Drop | None:
+    """``key_words``, when present, must be a list of strings."""
+    kw = record.get(key)
+    if kw is not None and not (isinstance(kw, list) and all(isinstance(k, str) for k in kw)):
+        return Drop("malformed", f"'{key}' must be a list of strings")
+    return None
+
+
 def parse_pebr(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
     """Check a PeBR GRPO record's structure (``problem``, ``answer``, ``images``...)."""
     if not isinstance(record, Mapping):
@@ -194,10 +212,9 @@ def parse_pebr(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
     answer = record[answer_key]
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         return Drop("malformed", f"'{answer_key}' must be a string or a number, got {_type_name(answer)}")
-    kw_key = columns.get("key_words", "key_words")
-    kw = record.get(kw_key)
-    if kw is not None and not (isinstance(kw, list) and all(isinstance(k, str) for k in kw)):
-        return Drop("malformed", f"'{kw_key}' must be a list of strings")
+    drop = _check_key_words(record, columns.get("key_words", "key_words"))
+    if drop is not None:
+        return drop
     images_key = columns.get("images", "images")
     images = image_list(record.get(images_key), images_key)
     if isinstance(images, Drop):
@@ -206,8 +223,45 @@ def parse_pebr(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
     return ParsedRecord("pebr", (("user", problem),), images, text, record)
 
 
+def parse_canonical(record: Any, columns: Mapping[str, str]) -> ParsedRecord | Drop:
+    """Check a canonical-schema record (``curation.schema``): the question, the gold answer,
+    the images and the SFT conversation, if any (its assistant turns are what the reflective
+    stage reads, with the answer)."""
+    if not isinstance(record, Mapping):
+        return Drop("malformed", f"a record must be an object, got {_type_name(record)}")
+    missing = sorted(CANONICAL_KEYS - record.keys())
+    if missing:
+        return Drop("malformed", f"missing canonical column(s) {missing}")
+    for key in ("uid", "question", "answer"):
+        if not isinstance(record[key], str):
+            return Drop("malformed", f"'{key}' must be a string, got {_type_name(record[key])}")
+    drop = _check_key_words(record, "key_words")
+    if drop is not None:
+        return drop
+    turns: list[tuple[str, str]] = [("user", record["question"])]
+    messages = record.get("messages") or []
+    if not isinstance(messages, list):
+        return Drop("malformed", f"'messages' must be a list of turns, got {_type_name(messages)}")
+    for i, turn in enumerate(messages):
+        if not (isinstance(turn, Mapping) and isinstance(turn.get("content"), str)):
+            return Drop("malformed", f"'messages'[{i}] needs a string 'content'")
+        if turn.get("role") == "assistant":
+            turns.append(("assistant", turn["content"]))
+    images = image_list(record["images"], "images")
+    if isinstance(images, Drop):
+        return images
+    return ParsedRecord("canonical", tuple(turns), images, record["answer"], record)
+
+
+def parse_record(layout: str) -> Callable[[Any, Mapping[str, str]], ParsedRecord | Drop]:
+    """The structure check of ``layout``."""
+    return {"sharegpt": parse_sharegpt, "pebr": parse_pebr, "canonical": parse_canonical}[layout]
+
+
 def check_image_tags(parsed: ParsedRecord) -> Drop | None:
     """``<image>`` tags in the user turns must match the number of images (LLaMA-Factory's rule)."""
+    if parsed.layout == "canonical":
+        return None  # the canonical question is stored without its <image> tags
     tags = sum(c.count(IMAGE_TAG) for r, c in parsed.turns if r == "user")
     if parsed.layout == "pebr" and tags == 0:
         return None  # EasyR1/PeBR prompts may leave the tag to the chat template
@@ -220,6 +274,9 @@ def check_reflective(parsed: ParsedRecord, patterns_lower: Sequence[str]) -> Dro
     """Drop when an assistant turn's ``str.lower()`` contains a pattern (the reference's test)."""
     if parsed.layout == "pebr":
         texts: Sequence[tuple[int, str]] = ((0, parsed.answer_text or ""),)
+    elif parsed.layout == "canonical":
+        texts = [(i, c) for i, (r, c) in enumerate(parsed.turns) if r == "assistant"]
+        texts.append((len(parsed.turns), parsed.answer_text or ""))
     else:
         texts = [(i, c) for i, (r, c) in enumerate(parsed.turns) if r == "assistant"]
     for i, content in texts:
@@ -258,7 +315,7 @@ def fast_final_answer(text: str) -> str | None:
 def canonical_answer(parsed: ParsedRecord) -> str:
     """The canonical ``answer`` of a parsed record, as the converters compute it."""
     text = parsed.answer_text
-    if parsed.layout == "pebr":
+    if parsed.layout in ("pebr", "canonical"):
         return text or ""
     if text is None:
         return ""

@@ -120,7 +120,8 @@ def resolve_report_path(root: Path, value: str | None) -> Path | None:
     return (root / path).resolve()
 
 
-_FUNNEL_INPUT_KEYS = ("input", "n_input", "total", "in")
+# ``records`` first: ``pebr curate filter``'s own report.json (where ``input`` is the file's path)
+_FUNNEL_INPUT_KEYS = ("records", "input", "n_input", "total", "in")
 _FUNNEL_DROP_KEYS = ("dropped", "drops", "drop_reasons", "reasons", "dropped_by_reason")
 _FUNNEL_KEPT_KEYS = ("kept", "n_kept", "output", "out")
 
@@ -135,7 +136,8 @@ def _first(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 def read_filter_funnel(path: str | Path) -> FilterFunnel:
     """Read a curation filter ``report.json`` as a funnel.
 
-    Accepts ``{"input": N, "dropped": {reason: count}, "kept": K}`` and the common spellings of
+    Reads ``pebr curate filter``'s ``report.json`` (``records``, ``dropped``, ``kept``), and
+    ``{"input": N, "dropped": {reason: count}, "kept": K}`` with the common spellings of
     those keys (``n_input``/``total``, ``drops``/``drop_reasons``, ``n_kept``); drops may also be a
     list of ``{"reason", "count"}`` objects. Anything else is a ``ValueError`` naming the file.
     """
@@ -165,7 +167,8 @@ def read_filter_funnel(path: str | Path) -> FilterFunnel:
             raise ValueError(
                 f"{path}: drop count for {reason!r} must be a non-negative integer, got {count!r}"
             )
-        drops[str(reason)] = count
+        if count:  # a reason that dropped nothing is not a step of the funnel
+            drops[str(reason)] = count
     funnel = FilterFunnel(input=raw_in, drops=drops, kept=raw_kept, path=str(path))
     if funnel.input - funnel.dropped != funnel.kept:
         # a record dropped for two reasons may be counted twice; say so rather than "fix" numbers

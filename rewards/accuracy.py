@@ -24,8 +24,12 @@ from rewards import sections
 
 #: PeBR-style threshold: a grounding answer is correct when a box overlaps gold at IoU >= 0.5.
 IOU_THRESHOLD = 0.5
-#: A caption is correct when its similarity (or keyword recall) reaches this value.
+#: A caption is correct when its similarity to the reference reaches this value...
 CAPTION_THRESHOLD = 0.5
+#: ... and it names at least this fraction of the record's key words...
+CAPTION_KEYWORD_RECALL = 0.5
+#: ... without the key words making up more than this fraction of its words (stuffing).
+CAPTION_MAX_KEYWORD_DENSITY = 0.8
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class AccuracyOptions:
     iou_threshold: float = IOU_THRESHOLD
     convention: str = "auto"
     caption_threshold: float = CAPTION_THRESHOLD
+    caption_keyword_recall: float = CAPTION_KEYWORD_RECALL
+    caption_max_keyword_density: float = CAPTION_MAX_KEYWORD_DENSITY
     caption_similarity: str = "auto"
     keyword_mode: str = "normalized"
     #: Keyword arguments for :func:`rewards.math.grade` (e.g. a timeout).
@@ -189,17 +195,40 @@ def _grounding(response: str, record: Mapping[str, Any], options: AccuracyOption
 
 
 def _caption(response: str, record: Mapping[str, Any], options: AccuracyOptions) -> AccuracyResult:
+    """A caption is correct when it reads like the reference AND names what is in the image.
+
+    Similarity alone is too lenient: every caption of a family of images ("The image shows 5
+    shapes on a white background...") is close to every other one, whatever it gets wrong.
+    So when the record has key words, at least ``caption_keyword_recall`` of them must appear,
+    and they may make up at most ``caption_max_keyword_density`` of the words (a list of key
+    words is not a caption). The score is the weaker of the two signals.
+    """
     from rewards.caption import caption_similarity, keyword_match
 
     text = caption_text(response)
     reference = record.get("reference_caption")
+    key_words = [k for k in record.get("key_words") or [] if isinstance(k, str) and k.strip()]
+    details: dict[str, Any] = {"caption_threshold": options.caption_threshold}
+    checks, scores, methods = [], [], []
     if reference:
-        (score,), backend = caption_similarity([text], [reference], options.caption_similarity)
-        method = f"caption:{backend}"
-        details: dict[str, Any] = {"similarity": score}
-    else:
-        kw = keyword_match(text, record["key_words"], options.keyword_mode)
-        score, method = kw.recall, f"caption:keywords:{kw.mode}"
-        details = {"found": list(kw.found), "missing": list(kw.missing)}
-    details["caption_threshold"] = options.caption_threshold
-    return AccuracyResult(score >= options.caption_threshold, score, method, details)
+        (similarity,), backend = caption_similarity([text], [reference], options.caption_similarity)
+        details["similarity"] = similarity
+        checks.append(similarity >= options.caption_threshold)
+        scores.append(similarity)
+        methods.append(backend)
+    if key_words:
+        kw = keyword_match(text, key_words, options.keyword_mode)
+        details.update(
+            found=list(kw.found),
+            missing=list(kw.missing),
+            keyword_recall=kw.recall,
+            keyword_density=kw.density,
+            caption_keyword_recall=options.caption_keyword_recall,
+        )
+        stuffed = kw.density > options.caption_max_keyword_density
+        details["stuffed"] = stuffed
+        checks.append(kw.recall >= options.caption_keyword_recall and not stuffed)
+        scores.append(0.0 if stuffed else kw.recall)
+        methods.append(f"keywords:{kw.mode}")
+    method = "caption:" + "+".join(methods)
+    return AccuracyResult(all(checks), min(scores), method, details)

@@ -15,12 +15,14 @@ words) otherwise; the result always says which backend was used.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,7 @@ class SentenceEmbedder:
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()
+        self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
     def _load(self) -> None:
         with self._lock:
@@ -161,31 +164,70 @@ class SentenceEmbedder:
             self._model = AutoModel.from_pretrained(self.model_dir).to(self.device).eval()
 
     def encode(self, texts: Sequence[str]):
-        """Embeddings of ``texts`` as a ``(len(texts), dim)`` float tensor."""
+        """Embeddings of ``texts`` as a ``(len(texts), dim)`` float tensor.
+
+        Each distinct text is encoded once, in batches of similar lengths (less padding).
+        """
         import torch
 
         self._load()
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = [t or "" for t in texts[start : start + self.batch_size]]
+        texts = [t or "" for t in texts]
+        unique = list(dict.fromkeys(texts))
+        order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
+        rows: list[Any] = [None] * len(unique)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
             batch = self._tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                [unique[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
             ).to(self.device)
             with torch.inference_mode():
                 hidden = self._model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, 0)
+            for i, row in zip(idx, torch.nn.functional.normalize(pooled, dim=-1).float().cpu(), strict=True):
+                rows[i] = row
+        if not rows:
+            return torch.zeros(0, 0)
+        where = {t: i for i, t in enumerate(unique)}
+        return torch.stack([rows[where[t]] for t in texts])
+
+    def encode_cached(self, texts: Sequence[str]):
+        """:meth:`encode` remembering each text's embedding (for reference captions, which
+        come back every step: a dataset holds a fixed set of them)."""
+        import torch
+
+        texts = [t or "" for t in texts]
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            fresh = self.encode(missing)
+            with self._lock:
+                for t, row in zip(missing, fresh, strict=True):
+                    self._cache[t] = row
+                while len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            rows = [self._cache.get(t) for t in texts]
+        if any(r is None for r in rows):  # evicted meanwhile by another thread: encode directly
+            return self.encode(texts)
+        return torch.stack(rows) if rows else torch.zeros(0, 0)
 
     def similarity(self, a: Sequence[str], b: Sequence[str]) -> list[float]:
-        """Cosine similarity of ``a[i]`` and ``b[i]`` for each i."""
+        """Cosine similarity of ``a[i]`` and ``b[i]`` for each i (``b``: references, cached)."""
         if len(a) != len(b):
             raise ValueError(f"similarity needs two lists of the same length, got {len(a)} and {len(b)}")
         if not a:
             return []
-        ea, eb = self.encode(list(a)), self.encode(list(b))
+        ea, eb = self.encode(list(a)), self.encode_cached(list(b))
         return [float(x) for x in (ea * eb).sum(-1)]
+
+
+#: Reference embeddings kept per embedder (384 floats each: about 1.5 KB).
+_CACHE_SIZE = 100_000
 
 
 _EMBEDDERS: dict[str, SentenceEmbedder] = {}

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from rewards.presets import RewardPreset, ScoreError, get_preset
+from rewards.presets import RECORD_COLUMNS, RewardPreset, ScoreError, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,7 @@ DEFAULT_PRESET = "pebr_stage2"
 
 #: EasyR1 / PeBR reward-input keys -> canonical record columns.
 KEY_MAP = {"ground_truth": "answer", "problem": "question"}
-RECORD_KEYS = (
-    "uid",
-    "qid",
-    "task",
-    "question",
-    "answer",
-    "choices",
-    "key_words",
-    "boxes",
-    "image_sizes",
-    "images",
-    "reference_caption",
-)
+RECORD_KEYS = (*RECORD_COLUMNS, "qid")
 
 _PRESETS: dict[str, RewardPreset] = {}
 _PRESETS_LOCK = threading.Lock()

@@ -40,6 +40,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PRESETS_FILE = Path(__file__).with_name("presets.yaml")
+#: The canonical record columns a preset reads: adapters (TRL, EasyR1, rescoring) copy these
+#: from their inputs into the record they score.
+RECORD_COLUMNS = (
+    "uid",
+    "task",
+    "question",
+    "answer",
+    "choices",
+    "key_words",
+    "boxes",
+    "image_sizes",
+    "images",
+    "reference_caption",
+)
 PRESET_KEYS = ("description", "components", "accuracy", "require_one_of")
 ON_ERROR = ("raise", "collect")
 #: What a bad sample raises (bad record, missing image file, unreadable image); anything else

@@ -18,22 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rewards.presets import RewardPreset, RewardResult, ScoreError
+from rewards.presets import RECORD_COLUMNS, RewardPreset, RewardResult, ScoreError
 
 ID_COLUMNS = ("uid", "qid", "id")
 TOKEN_COLUMNS = ("n_tokens", "response_length")
-RECORD_COLUMNS = (
-    "uid",
-    "task",
-    "question",
-    "answer",
-    "choices",
-    "key_words",
-    "boxes",
-    "image_sizes",
-    "images",
-    "reference_caption",
-)
 
 
 @dataclass(frozen=True)

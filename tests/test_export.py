@@ -183,6 +183,20 @@ def test_missing_image_names_the_record(tmp_path):
         export_hf(fx.splits_dir, tmp_path / "hf")
 
 
+@pytest.mark.parametrize("export", [export_hf, export_llamafactory, export_easyr1])
+@pytest.mark.parametrize("escape", ["../outside.png", "sub/../../outside.png"])
+def test_image_path_leaving_the_image_root_is_refused_by_every_export(tmp_path, export, escape):
+    """A hand-made split must not pull a file from outside the image root into a dataset."""
+    fx = make_splits_dir(tmp_path / "run")
+    (fx.image_root.parent / "outside.png").write_bytes(b"not for export")
+    path = fx.splits_dir / "reasoning.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[0]["images"][0]["path"] = escape
+    pq.write_table(pq.read_table(path).from_pylist(rows, schema=pq.read_schema(path)), path)
+    with pytest.raises(ValueError, match=f"{rows[0]['uid']}.*without '..'"):
+        export(fx.splits_dir, tmp_path / "out")
+
+
 def test_bucket_record_without_difficulty_row_is_an_error(tmp_path):
     fx = make_splits_dir(tmp_path / "run")
     table = pq.read_table(fx.splits_dir / "difficulty.parquet")

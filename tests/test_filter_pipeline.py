@@ -382,3 +382,64 @@ def test_progress_reaches_every_record(dataset, tmp_path, fmt):
     assert seen == sorted(seen)
     assert seen[-1][0] == n
     assert seen[-1][1] == pytest.approx(1.0, abs=0.01)
+
+
+def test_canonical_parquet_is_filtered_and_kept_rows_come_back_unchanged(tmp_path):
+    """pebr's own Parquet (an RL pool, an SFT set) goes through the same stages; its kept rows
+    keep every canonical column (task, boxes, captions...), not a converted copy."""
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    (imgs / "a.png").write_bytes(image_bytes((64, 48)))
+    (imgs / "b.png").write_bytes(image_bytes((80, 80), color=(10, 200, 10)))
+    (imgs / "tiny.png").write_bytes(image_bytes((20, 64)))
+    base = from_pebr(
+        {"problem": "How many circles?", "answer": "3", "images": ["a.png"], "key_words": ["circle"]},
+        source="synthetic",
+    )
+    base.update(
+        task="count", stage_hint="perception", boxes=[[1.0, 2.0, 30.0, 40.0]], reference_caption="3 dots"
+    )
+    sft = dict(
+        base,
+        question="What colour is it?",
+        answer="green",
+        images=[{"bytes": None, "path": "b.png"}],
+        messages=[
+            {"role": "user", "content": "<image>What colour is it?"},
+            {"role": "assistant", "content": "It is green. Let me rethink it. Green."},
+        ],
+    )
+    rows = [
+        base,  # 0 kept
+        dict(base, images=[{"bytes": None, "path": "gone.png"}]),  # 1 missing_image
+        dict(base, images=[{"bytes": None, "path": "tiny.png"}]),  # 2 small_image
+        dict(base, uid="other"),  # 3 duplicate of 0: same image bytes and question
+        dict(base, answer="  "),  # 4 empty_answer
+        sft,  # 5 reflective: the assistant turn of its SFT conversation
+        dict(
+            base, question="How many squares?", images=[{"bytes": None, "path": "../a.png"}]
+        ),  # 6 unsafe_path
+        dict(base, question="How many triangles?", answer="1"),  # 7 kept
+    ]
+    src = tmp_path / "pool.parquet"
+    pq.write_table(to_arrow(rows, validate=False), src)
+    report = filter_dataset(src, imgs, tmp_path / "out", CFG.replace(cache=False))
+    assert report.layout == "canonical"
+    assert _reasons(tmp_path / "out") == {
+        1: "missing_image",
+        2: "small_image",
+        3: "duplicate",
+        4: "empty_answer",
+        5: "reflective",
+        6: "unsafe_path",
+    }
+    kept = pq.read_table(tmp_path / "out" / "kept.parquet")
+    assert kept.schema.equals(RECORD_SCHEMA)
+    want = to_arrow([rows[0], rows[7]], validate=False).to_pylist()
+    for w in want:  # sizes the input lacked are the measured ones
+        w["image_sizes"] = [{"width": 64, "height": 48}]
+    assert kept.to_pylist() == want
+    assert [r["task"] for r in orjson.loads((tmp_path / "out" / "kept.json").read_bytes())] == [
+        "count",
+        "count",
+    ]

@@ -125,7 +125,8 @@ def test_smoke_pipeline_scores_splits_and_rebuckets(inputs, tmp_path):
     assert s2["config"]["data"]["train"] == str(out / "rebucket" / "splits" / "reasoning.parquet")
     assert s2["summary"]["prompts"] == 3
     steps = json.loads((out / "pipeline.json").read_text())["steps"]
-    assert steps["difficulty"]["buckets"]["easy"] == 3
+    assert steps["difficulty"]["buckets_all_or_none"]["easy"] == 3
+    assert steps["splits"]["counts"]["easy"] == 3
     assert steps["rebucket"]["status"] == "done"
 
 
@@ -148,3 +149,32 @@ def test_empty_easy_bucket_skips_stage1(inputs, tmp_path):
     assert steps["rebucket"]["reason"] == "stage 1 did not run"
     assert read_stage(out / "stage2")["config"]["model"]["path"] == str(out / "sft")
     assert not (out / "stage1").exists()
+
+
+@pytest.mark.slow
+def test_threshold_rule_takes_the_scoring_n_and_the_held_out_split_follows(inputs, tmp_path):
+    """A recipe's `splits.rule` need not repeat n (the scoring's n is used), and a pool scored
+    through a `max_questions` slice still records the held-out test.parquet next to it."""
+    from trainer.cli import run
+
+    sft, _ = inputs
+    pool = write_split(tmp_path / "pool", "rl.parquet", 8, with_messages=False, seed=7)
+    test = write_split(tmp_path / "pool", "test.parquet", 2, with_messages=False, seed=8)
+    replay = _replay_file(pool, tmp_path / "rollouts.jsonl", n=4, pattern=(4, 2, 1, 0))
+    out = tmp_path / "run"
+    sets = [f"sft.data.train={sft}", f"difficulty.pool={pool}", "difficulty.backend=replay"]
+    sets += [f"difficulty.options.path={replay}", "difficulty.n=4", "difficulty.max_questions=8"]
+    sets += ["splits.rule={kind: thresholds, easy_min: 0.5, hard_max: 0.0}", "stage1.max_steps=1"]
+    sets += ["stage2.max_steps=1"]
+    args = ["train", "pipeline", "--config", str(SMOKE), "--out", str(out)]
+    assert run([*args, *[x for item in sets for x in ("--set", item)]]) == 0
+    report = json.loads((out / "splits" / "splits_report.json").read_text())
+    # pass rates 1, 0.5, 0.25, 0 in turn: easy >= 0.5, hard <= 0
+    assert {k: report["counts"][k] for k in ("easy", "medium", "hard", "undecided")} == {
+        "easy": 4,
+        "medium": 2,
+        "hard": 2,
+        "undecided": 0,
+    }
+    assert report["rule"]["n"] == 4
+    assert report["test_path"] == str(test.resolve())

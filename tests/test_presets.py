@@ -62,7 +62,7 @@ def test_stage1_total_and_components():
     assert result.details["alignment_backend"] == "caption:lexical"
     # stage 1 logs correctness (caption vs reference) although accuracy has no weight
     assert result.correct is True
-    assert result.details["accuracy"]["method"] == "caption:lexical"
+    assert result.details["accuracy"]["method"] == "caption:lexical+keywords:normalized"
 
 
 def test_total_is_the_weighted_sum():

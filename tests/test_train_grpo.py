@@ -223,3 +223,28 @@ def test_prompts_of_different_lengths_in_one_batch(tiny_nano_dir, tmp_path):
     out = tmp_path / "s1"
     info = run_grpo(_cfg("stage1", tiny_nano_dir, tmp_path / "data" / "split.parquet", out, "max_steps=1"))
     assert info["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("preset", "mode", "outcome"),
+    [
+        ("pebr_stage1", "warn", "trains"),  # PeBR's stage-1 reward pays for keyword stuffing: logged
+        ("pebr_stage1", "fail", "refuses"),  # ... or refused before any training step
+        ("pebr_stage1_guarded", "fail", "trains"),  # the guarded preset passes every probe
+    ],
+)
+def test_reward_audit_runs_before_training(tiny_nano_dir, split, tmp_path, preset, mode, outcome):
+    import json
+
+    out = tmp_path / "stage1"
+    cfg = _cfg("stage1", tiny_nano_dir, split, out, f"reward_preset={preset}", f"reward_audit.mode={mode}")
+    if outcome == "refuses":
+        with pytest.raises(ValueError, match="keyword_stuffing"):
+            run_grpo(cfg, stage="stage1")
+        assert not list(out.glob("checkpoint-*"))
+    else:
+        assert run_grpo(cfg, stage="stage1")["status"] == "done"
+    report = json.loads((out / "reward_audit.json").read_text())
+    assert report["preset"] == preset
+    assert ("keyword_stuffing" in report["failed"]) == (preset == "pebr_stage1")
+    assert report["control"]["mean"] > 0.5  # the gold answer itself is rewarded

@@ -34,6 +34,15 @@ train_app = typer.Typer(
     no_args_is_help=True, help="Train: SFT warm-up, stage 1 (perception) and stage 2 (reasoning) GRPO."
 )
 
+#: Deprecation notices that dependencies raise about their own defaults on every training run
+#: (TRL's configs still pass ``gradient_checkpointing``; TRL pads with ``max_length`` set).
+#: They say nothing a pebr user can act on, so the CLI does not print them.
+DEPENDENCY_NOISE = (
+    r"`gradient_checkpointing` is deprecated",
+    r"`is_gradient_checkpointing` is deprecated",
+    r"`max_length` is ignored when `padding`=`True`",
+)
+
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError)
 
 
@@ -43,8 +52,12 @@ def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Log warnings and errors only."),
 ) -> None:
     """pebr: Perception Before Reasoning, as a platform."""
+    import warnings
+
     from rich.logging import RichHandler
 
+    for pattern in DEPENDENCY_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
         level=level,
@@ -137,9 +150,12 @@ def demo(
     seed: int = typer.Option(0, help="Seed for the synthetic data and the model."),
 ) -> None:
     """Run the main job end to end on the embedded synthetic data."""
-    from trainer.demo import run_demo
+    from rich.console import Console
 
-    run_demo(out, seed=seed)
+    from trainer.demo import run_demo, summary_table
+
+    summary = run_demo(out, seed=seed)
+    Console().print(summary_table(summary))
 
 
 app.add_typer(data_app, name="data")

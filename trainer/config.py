@@ -99,6 +99,28 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class RewardAuditConfig:
+    """Reward-hacking probes (``pebr rewards audit``) run against the stage's preset on records of
+    its own split before training: a reward that pays for an empty answer, keyword stuffing or a
+    whole-image box would otherwise be optimised silently."""
+
+    mode: Literal["warn", "fail", "off"] = field(
+        default="warn",
+        metadata={
+            "help": "warn: log the probes that earn reward; fail: refuse to train; off: skip the audit."
+        },
+    )
+    samples: int = field(default=32, metadata={"help": "Records of the split the probes run on."})
+    max_hack_reward: float = field(
+        default=0.2, metadata={"help": "A probe whose mean reward exceeds this is flagged."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"reward_audit.samples must be >= 1, got {self.samples}")
+
+
+@dataclass(frozen=True)
 class ZeroAdvConfig:
     """Online filtering of groups that carry no learning signal (beyond TRL, which only counts them).
 
@@ -348,6 +370,10 @@ class GRPOStageConfig(StageConfig):
     zero_adv: ZeroAdvConfig = field(
         default_factory=ZeroAdvConfig, metadata={"help": "Online filtering of zero-advantage groups."}
     )
+    reward_audit: RewardAuditConfig = field(
+        default_factory=RewardAuditConfig,
+        metadata={"help": "Reward-hacking probes run against the preset before training."},
+    )
 
     _trl_class: typing.ClassVar[str] = "GRPOConfig"
 
@@ -391,6 +417,13 @@ class DifficultyConfig:
     image_root: str | None = field(
         default=None,
         metadata={"help": "Image root of the pool (None: a report's, else the file's directory)."},
+    )
+    test: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split (canonical Parquet) carried along with the splits and their "
+            "export; default: test.parquet next to the pool, when there is one."
+        },
     )
     preset: str = field(default="pebr_sample", metadata={"help": "Reward preset judging each rollout."})
     n: int = field(default=8, metadata={"help": "Rollouts per question (PeBR: 8)."})
@@ -542,6 +575,31 @@ def resolved_use_cpu(config: StageConfig) -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def training_arguments(config: StageConfig, output_dir: str) -> dict[str, Any]:
+    """The ``transformers.TrainingArguments`` every stage sets the same way (TRL's SFT and GRPO
+    configs add their own options on top)."""
+    return {
+        "output_dir": output_dir,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "bf16": config.bf16,
+        "use_cpu": resolved_use_cpu(config),
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "logging_strategy": "steps",
+        "logging_steps": config.logging_steps,
+        "seed": config.seed,
+        "report_to": list(config.report_to),
+    }
 
 
 def replace(config: Any, **changes: Any) -> Any:

@@ -217,11 +217,12 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` merged in, nested mappings key by key (``top`` wins)."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -249,13 +250,13 @@ def load_config(
         data = {name: dict(defaults) for name, defaults in GRPO_STAGE_DEFAULTS.items()}
     if config_path is not None:
         try:
-            data = _deep_merge(data, read_yaml(config_path))
+            data = deep_merge(data, read_yaml(config_path))
         except ValueError as exc:
             if str(exc).startswith(str(config_path)):
                 raise
             raise ValueError(f"{config_path}: {exc}") from exc
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     data = apply_sets(cls, data, sets)
     label = source or (str(config_path) if config_path is not None else None)
     where = f"{label}: " if label else ""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curation.convert import ConversionError, to_trl
+from rewards.presets import RECORD_COLUMNS
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -36,18 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Reports written next to curated data that name the data's image root, in the order tried.
 REPORT_NAMES = ("splits_report.json", "filter_report.json", "report.json")
-#: Canonical columns the GRPO dataset keeps for the reward functions (rewards.trl reads them).
-REWARD_COLUMNS = (
-    "uid",
-    "task",
-    "question",
-    "answer",
-    "choices",
-    "key_words",
-    "boxes",
-    "image_sizes",
-    "reference_caption",
-)
+#: Canonical columns the GRPO dataset keeps for the reward functions (rewards.trl reads them);
+#: ``images`` is the dataset's own column of decoded images.
+REWARD_COLUMNS = tuple(c for c in RECORD_COLUMNS if c != "images")
 #: Where a dropped record is listed, in the stage directory.
 DROPPED_FILE = "dropped_prompts.jsonl"
 

@@ -20,18 +20,21 @@ Example::
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rewards.trl import PresetReward
-from trainer.config import GRPOStageConfig, resolved_use_cpu
+from trainer.config import GRPOStageConfig, training_arguments
 from trainer.data import DROPPED_FILE
 from trainer.stages import StageContext, metrics_callback, require, run_stage
 
 log = logging.getLogger(__name__)
 
 VLLM_INSTALL = "pip install 'pebr[vllm]'"
+AUDIT_FILE = "reward_audit.json"
 
 
 def check_vllm(config: GRPOStageConfig) -> None:
@@ -105,24 +108,7 @@ def grpo_trl_config(config: GRPOStageConfig, output_dir: str, reward_weights: li
     if config.use_vllm:
         extra.update(use_vllm=True, vllm_mode=config.vllm_mode)
     return GRPOConfig(
-        output_dir=output_dir,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
-        bf16=config.bf16,
-        use_cpu=resolved_use_cpu(config),
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        report_to=list(config.report_to),
+        **training_arguments(config, output_dir),
         beta=config.beta,
         num_generations=config.num_generations,
         temperature=config.temperature,
@@ -184,12 +170,54 @@ def build_trainer(
     )
 
 
+def audit_reward(config: GRPOStageConfig, output_dir: Path, *, main: bool = True) -> dict[str, Any] | None:
+    """Run the reward-hacking probes of :mod:`rewards.audit` against the stage's preset on the
+    first ``reward_audit.samples`` records of its split; write ``reward_audit.json``.
+
+    Flagged probes are logged (``mode: warn``) or stop the stage with a ``ValueError``
+    (``mode: fail``). Every process runs the (cheap, deterministic) audit, so that under
+    ``accelerate launch`` all of them stop together; only the ``main`` one writes and logs.
+    Returns the report, or None when ``mode: off``.
+    """
+    from rewards.audit import audit
+    from rewards.presets import get_preset
+    from trainer.data import grpo_records
+
+    options = config.reward_audit
+    if options.mode == "off":
+        return None
+    records, root = grpo_records(config.data)
+    preset = get_preset(config.reward_preset, config.reward_overrides or None)
+    report = audit(
+        preset, records[: options.samples], max_hack_reward=options.max_hack_reward, image_root=root
+    ).to_dict()
+    if main:
+        (output_dir / AUDIT_FILE).write_text(
+            json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8"
+        )
+    flagged = [p for p in report["probes"] if p["flagged"]]
+    if flagged:
+        what = "; ".join(f"{p['name']}: {p['reason']}" for p in flagged)
+        message = (
+            f"reward audit of {preset.name} on {len(records[: options.samples])} records of "
+            f"{config.data.train}: {what} (details in {output_dir / AUDIT_FILE})"
+        )
+        if options.mode == "fail":
+            raise ValueError(message + "; set reward_audit.mode=warn to train anyway")
+        if main:
+            log.warning(message)
+    elif main:
+        log.info("reward audit of %s: no probe earns more than %g", preset.name, options.max_hack_reward)
+    return report
+
+
 def _train(config: GRPOStageConfig, ctx: StageContext, data: Any) -> dict[str, Any]:
     from trainer.data import write_dropped
     from trainer.modeling import parameter_counts
 
     if ctx.is_main_process:
         write_dropped(ctx.output_dir / DROPPED_FILE, data.dropped)
+    audit_reward(config, ctx.output_dir, main=ctx.is_main_process)
     trainer = build_trainer(config, str(ctx.output_dir), data, [metrics_callback(ctx.output_dir)])
     result = trainer.train(resume_from_checkpoint=ctx.resume_from)
     trainer.save_model(str(ctx.output_dir))  # the model and the processor (processing_class)

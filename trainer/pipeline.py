@@ -60,15 +60,42 @@ def resolve_base_model(config: PipelineConfig, out: Path) -> str:
 
     preset = path[len(TINY_PREFIX) :]
     target = out / "base_model"
-    candidates = [Path(p).parent for p in (config.sft.data.train, config.difficulty.pool) if p]
-    data_dir = next(
-        (d for d in candidates if any((d / name).is_file() for name in ("sft.json", "rl.json"))), None
-    )
+    data_dir = _tokenizer_corpus_dir(config)
     state = _state()
     if state.is_main_process:
         build_tiny_vlm(target, preset=preset, data_dir=data_dir, seed=config.sft.seed)
     state.wait_for_everyone()
     return str(target)
+
+
+def _tokenizer_corpus_dir(config: PipelineConfig) -> Path | None:
+    """The synthetic data directory (holding sft.json / rl.json) behind the SFT data or the RL
+    pool: their own directory, the input of the ``pebr curate filter`` run that wrote them
+    (its report.json), or the pool's image root."""
+    dirs: list[Path] = []
+    for p in (config.sft.data.train, config.difficulty.pool):
+        if not p:
+            continue
+        parent = Path(p).parent
+        dirs.append(parent)
+        report = parent / "report.json"
+        if report.is_file():
+            try:
+                source = json.loads(report.read_text(encoding="utf-8")).get("input")
+            except (OSError, ValueError, AttributeError):
+                source = None
+            if isinstance(source, str):
+                dirs.append(Path(source).parent)
+    if config.difficulty.image_root:
+        dirs.append(Path(config.difficulty.image_root))
+    found = next((d for d in dirs if any((d / n).is_file() for n in ("sft.json", "rl.json"))), None)
+    if found is None:
+        log.info(
+            "no synthetic data next to the SFT data or the pool: the tiny tokenizer trains on its built-in corpus"
+        )
+    else:
+        log.info("tiny tokenizer corpus: %s", found)
+    return found
 
 
 def _write_summary(out: Path, config: PipelineConfig, steps: dict[str, Any]) -> None:
@@ -215,8 +242,18 @@ def _score(
         batch_size=config.batch_size,
         image_root=image_root,
         command="pebr train pipeline",
+        test_path=_held_out(config),
     )
     return report.to_dict()
+
+
+def _held_out(config: DifficultyConfig) -> str | None:
+    """The held-out split recorded with the splits: ``difficulty.test``, else ``test.parquet``
+    next to the pool (the pool itself may be scored through a ``max_questions`` slice)."""
+    if config.test:
+        return config.test
+    sibling = Path(config.pool).with_name("test.parquet") if config.pool else None
+    return str(sibling) if sibling is not None and sibling.is_file() else None
 
 
 def _head(source: str, n: int, target: Path) -> None:
@@ -236,11 +273,13 @@ def _split(
     rule: dict[str, Any],
     model_id: str | None = None,
     filter_report: str | None = None,
+    n: int | None = None,
 ) -> dict:
+    """Build the splits; a ``rule`` that does not name ``n`` gets the scoring's ``n``."""
     from curation.difficulty import BucketRule
     from curation.splits import build_splits
 
-    bucket_rule = BucketRule(**rule) if rule else None
+    bucket_rule = BucketRule(**{**({"n": n} if n else {}), **rule}) if rule else None
     return build_splits(
         run_dir, out_dir, bucket_rule, model_id, command="pebr train pipeline", filter_report=filter_report
     ).to_dict()
@@ -277,13 +316,20 @@ def score_and_split(
         _main_only(lambda: _head(cfg.pool, cfg.max_questions, Path(pool)))
     scored = _main_only(lambda: _score(cfg, pool, root, model_dir, run_dir))
     split = _main_only(
-        lambda: _split(run_dir, splits_dir, config.splits.rule, filter_report=config.splits.filter_report)
+        lambda: _split(
+            run_dir,
+            splits_dir,
+            config.splits.rule,
+            filter_report=config.splits.filter_report,
+            n=config.difficulty.n,
+        )
     )
     if scored is not None:
         steps["difficulty"] = {
             "status": "done",
             "model_id": scored["model_id"],
-            "buckets": scored["buckets"],
+            # PeBR's all-or-none buckets of the scores; "splits" holds the configured rule's
+            "buckets_all_or_none": scored["buckets"],
             "rollouts_new": scored["rollouts_new"],
             "seconds": scored["seconds"],
         }
@@ -327,6 +373,7 @@ def rebucket(
             config.splits.rule,
             scored["model_id"] if scored else None,
             filter_report=config.splits.filter_report,
+            n=config.difficulty.n,
         )
     )
     if scored is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from trainer.config import SFTStageConfig, resolved_use_cpu
+from trainer.config import SFTStageConfig, training_arguments
 from trainer.stages import StageContext, metrics_callback, require, run_stage
 
 log = logging.getLogger(__name__)
@@ -25,24 +25,7 @@ def sft_trl_config(config: SFTStageConfig, output_dir: str) -> Any:
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=output_dir,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
-        bf16=config.bf16,
-        use_cpu=resolved_use_cpu(config),
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        report_to=list(config.report_to),
+        **training_arguments(config, output_dir),
         max_length=config.max_length,
         assistant_only_loss=config.assistant_only_loss,
         **config.trl,
