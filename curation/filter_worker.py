@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,12 @@ class ChunkResult:
     cache: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     plain: int = 0  # records decided by the vectorised path
+    #: span tasks: each record's span without its surrounding blanks (relative to the task's
+    #: base), the newlines before each record's start and in the whole task (for line numbers)
+    tight_starts: np.ndarray | None = None
+    tight_ends: np.ndarray | None = None
+    newlines_before: np.ndarray | None = None
+    newlines: int = 0
 
 
 @dataclass
@@ -152,6 +159,7 @@ class FilterWorker:
             batches.append(self._run_records(records, task.starts is not None, verdicts, probed))
         after = self.checker.stats()
         candidates, dup_keys = _merge(batches)
+        tight = _tight_spans(buf, task) if buf is not None else None
         return ChunkResult(
             number=task.number,
             first=task.first,
@@ -165,6 +173,10 @@ class FilterWorker:
             cache=cache_rows(probed),
             stats={k: after[j] - before[j] for j, k in enumerate(after._fields)},
             plain=len(task) - len(slow),
+            tight_starts=tight[0] if tight else None,
+            tight_ends=tight[1] if tight else None,
+            newlines_before=tight[2] if tight else None,
+            newlines=tight[3] if tight else 0,
         )
 
     @property
@@ -356,6 +368,35 @@ def _merge(
     return batches, keys
 
 
+_BLANK = np.zeros(256, dtype=bool)
+_BLANK[[0x20, 0x09, 0x0A, 0x0D]] = True
+
+
+def _tight_spans(buf: bytes, task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Each record's span without the blanks around it, and the newline counts for line numbers.
+
+    So that the main process can copy kept records from the input file and name the line of
+    dropped ones without reading the task's bytes itself.
+    """
+    a = np.frombuffer(buf, dtype=np.uint8)
+    s = task.starts.astype(np.int64)
+    e = task.ends.astype(np.int64)
+    while True:  # blank runs at record edges are a few bytes: a few vectorised steps
+        move = s < e
+        move[move] = _BLANK[a[s[move]]]
+        if not move.any():
+            break
+        s[move] += 1
+    while True:
+        move = e > s
+        move[move] = _BLANK[a[e[move] - 1]]
+        if not move.any():
+            break
+        e[move] -= 1
+    newline_at = np.flatnonzero(a == 0x0A)
+    return s, e, np.searchsorted(newline_at, s), len(newline_at)
+
+
 def _canonical_row(
     rec: Mapping[str, Any], images: tuple[str, ...], sizes: list[tuple[int, int]]
 ) -> dict[str, Any]:
@@ -430,3 +471,28 @@ def _locate_error(span: bytes, exc: orjson.JSONDecodeError) -> tuple[int, str]:
     if not span.strip():
         return 0, "empty record (a stray comma or blank line)"
     return len(text[: exc.pos].encode("utf-8")), f"invalid JSON: {message}"
+
+
+# --------------------------------------------------------------------------- process pool glue
+
+_WORKER: FilterWorker | None = None
+
+
+def init_worker(
+    config: FilterConfig, layout: str, image_root: str, cache_path: str | None, messages_key: str | None
+) -> None:
+    """Pool initializer: build this process's :class:`FilterWorker` (loads the image cache once)."""
+    global _WORKER
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from curation.images import load_cache
+
+    cache = load_cache(cache_path, image_root) if cache_path else None
+    _WORKER = FilterWorker(config, layout, image_root, cache, messages_key)
+
+
+def run_task(task: Task) -> ChunkResult:
+    """Pool entry point; the task's bytes stay here (the main process reads them itself)."""
+    assert _WORKER is not None, "init_worker was not called in this process"
+    res = _WORKER.run(task)
+    res.buf = None  # the main process copies kept records from the file itself
+    return res
