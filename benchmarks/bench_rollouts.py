@@ -31,6 +31,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def same_draws(run_dir: Path, model_id: str, rule) -> dict:
+    """What adaptive sampling would generate given the fixed run's own draws, under ``rule``.
+
+    Two sampling runs on a CPU do not draw the same answers (the seed of a ``generate`` call
+    covers its whole batch, and adaptive rounds batch differently), so their buckets can
+    differ by chance. Replaying the fixed run's answers in sample order through the adaptive
+    stopping rule gives the exact count for the same draws, and checks that every question
+    stops in its fixed-n bucket.
+    """
+    from curation.difficulty import UNDECIDED, AdaptiveConfig, bucket_for
+    from curation.rollouts import RolloutStore
+
+    frame = RolloutStore(run_dir).read(model_id, columns=["correct"]).sort("uid", "sample_index")
+    needed = total = mismatches = 0
+    for _, group in frame.group_by("uid", maintain_order=True):
+        seq = [bool(x) for x in group["correct"].to_list()]
+        total += len(seq)
+        final = bucket_for(len(seq), sum(seq), rule)
+        stop = len(seq)
+        for b in AdaptiveConfig().boundaries(len(seq)):
+            bucket = bucket_for(b, sum(seq[:b]), rule)
+            if bucket != UNDECIDED:
+                stop = b
+                mismatches += bucket != final
+                break
+        needed += stop
+    return {
+        "fixed_rollouts": total,
+        "adaptive_rollouts": needed,
+        "saved_fraction": round(1 - needed / total, 4) if total else 0.0,
+        "identical_buckets": mismatches == 0,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=32, help="synthetic RL questions for the tiny model")
@@ -128,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         "buckets_fixed": counts["fixed"].buckets,
         "buckets_adaptive": counts["adaptive"].buckets,
     }
+    model_id = TransformersEngine(model, batch_size=args.batch_size).model_id
+    result["tiny"]["same_draws"] = same_draws(work / "tiny_fixed", model_id, BucketRule(n=8))
     if threshold_rule is not None:
-        model_id = TransformersEngine(model, batch_size=args.batch_size).model_id
 
         def by_uid(run: str) -> dict[str, str]:
             stats = question_stats(work / run, model_id, threshold_rule)
@@ -146,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                 1 - counts["adaptive_thresholds"].rollouts_stored / counts["fixed"].rollouts_stored, 4
             ),
             "adaptive_seconds": counts["adaptive_thresholds"].seconds,
-            "identical_buckets": fixed_buckets == adaptive_buckets,
+            "buckets_adaptive": counts["adaptive_thresholds"].buckets,
+            # independent draws: differences here are sampling noise, not the stopping rule
+            "same_buckets_as_fixed_run": fixed_buckets == adaptive_buckets,
+            "same_draws": same_draws(work / "tiny_fixed", model_id, threshold_rule),
         }
 
     # 3: a replayed file with a realistic mix
@@ -202,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tiny small model on CPU ({args.threads} thread(s)): {result['tiny']['rollouts_per_second']:.1f} rollouts/s; "
         f"adaptive saved {result['tiny']['saved_fraction']:.1%} on the synthetic pool "
-        f"(buckets {result['tiny']['buckets_fixed']})"
+        f"(buckets {result['tiny']['buckets_fixed']}); on the fixed run's own draws "
+        f"{result['tiny']['same_draws']['saved_fraction']:.1%}, identical buckets: "
+        f"{result['tiny']['same_draws']['identical_buckets']}"
     )
     print(
         f"replayed gen_grpo mix {result['replay']['bucket_mix']}: adaptive {result['replay']['adaptive_rollouts']} vs "
@@ -215,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"threshold rule (easy >= {th['easy_min']}, hard <= {th['hard_max']}) on the synthetic pool, buckets "
             f"{th['buckets_fixed']}: adaptive {th['adaptive_rollouts']} vs fixed {result['tiny']['fixed_rollouts']} "
-            f"rollouts = {th['saved_fraction']:.1%} saved; identical buckets: {th['identical_buckets']}"
+            f"rollouts = {th['saved_fraction']:.1%} saved; on the fixed run's own draws "
+            f"{th['same_draws']['saved_fraction']:.1%}, identical buckets: {th['same_draws']['identical_buckets']}"
         )
-        same = same and th["identical_buckets"]
+        same = same and th["same_draws"]["identical_buckets"]
+    same = same and result["tiny"]["same_draws"]["identical_buckets"]
     if not same:
         raise SystemExit("adaptive buckets differ from fixed ones")
     if args.json:
