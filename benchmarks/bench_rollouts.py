@@ -31,6 +31,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def same_draws(run_dir: Path, model_id: str, rule) -> dict:
+    """What adaptive sampling would generate given the fixed run's own draws, under ``rule``.
+
+    Two sampling runs on a CPU do not draw the same answers (the seed of a ``generate`` call
+    covers its whole batch, and adaptive rounds batch differently), so their buckets can
+    differ by chance. Replaying the fixed run's answers in sample order through the adaptive
+    stopping rule gives the exact count for the same draws, and checks that every question
+    stops in its fixed-n bucket.
+    """
+    from curation.difficulty import UNDECIDED, AdaptiveConfig, bucket_for
+    from curation.rollouts import RolloutStore
+
+    frame = RolloutStore(run_dir).read(model_id, columns=["correct"]).sort("uid", "sample_index")
+    needed = total = mismatches = 0
+    for _, group in frame.group_by("uid", maintain_order=True):
+        seq = [bool(x) for x in group["correct"].to_list()]
+        total += len(seq)
+        final = bucket_for(len(seq), sum(seq), rule)
+        stop = len(seq)
+        for b in AdaptiveConfig().boundaries(len(seq)):
+            bucket = bucket_for(b, sum(seq[:b]), rule)
+            if bucket != UNDECIDED:
+                stop = b
+                mismatches += bucket != final
+                break
+        needed += stop
+    return {
+        "fixed_rollouts": total,
+        "adaptive_rollouts": needed,
+        "saved_fraction": round(1 - needed / total, 4) if total else 0.0,
+        "identical_buckets": mismatches == 0,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=32, help="synthetic RL questions for the tiny model")
@@ -43,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="a synthetic data folder with rl.parquet")
     ap.add_argument("--temperature", type=float, default=1.2)
     ap.add_argument("--top-p", type=float, default=0.99)
+    ap.add_argument(
+        "--thresholds",
+        default=None,
+        help="EASY_MIN,HARD_MAX: also sample adaptively under this threshold rule (the demo's: 0.25,0) "
+        "and compare with the fixed run's buckets under it",
+    )
     ap.add_argument("--replay-questions", type=int, default=20_000)
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)
@@ -53,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from benchmarks._common import run_generator
-    from curation.difficulty import AdaptiveConfig, question_stats, score_dataset
+    from curation.difficulty import AdaptiveConfig, BucketRule, question_stats, score_dataset
     from curation.engines import ReplayEngine, SamplingParams, TransformersEngine
     from curation.synth import generate_dataset
     from trainer.tiny import build_tiny_vlm
@@ -78,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         n=8, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     )
     counts = {}
-    for mode in ("fixed", "adaptive"):
+    threshold_rule = None
+    if args.thresholds:
+        easy_min, hard_max = (float(x) for x in args.thresholds.split(","))
+        threshold_rule = BucketRule("thresholds", 8, easy_min=easy_min, hard_max=hard_max)
+    adaptive_of = {
+        "fixed": None,
+        "adaptive": AdaptiveConfig(),
+        "adaptive_thresholds": AdaptiveConfig(rule=threshold_rule),
+    }
+    modes = ("fixed", "adaptive", "adaptive_thresholds") if threshold_rule else ("fixed", "adaptive")
+    for mode in modes:
         engine = TransformersEngine(model, batch_size=args.batch_size)
         t0 = time.perf_counter()
         report = score_dataset(
@@ -86,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             engine,
             work / f"tiny_{mode}",
             sampling=sampling,
-            adaptive=AdaptiveConfig() if mode == "adaptive" else None,
+            adaptive=adaptive_of[mode],
             batch_size=args.batch_size,
             image_root=str(data),
         )
@@ -112,6 +162,30 @@ def main(argv: list[str] | None = None) -> int:
         "buckets_fixed": counts["fixed"].buckets,
         "buckets_adaptive": counts["adaptive"].buckets,
     }
+    model_id = TransformersEngine(model, batch_size=args.batch_size).model_id
+    result["tiny"]["same_draws"] = same_draws(work / "tiny_fixed", model_id, BucketRule(n=8))
+    if threshold_rule is not None:
+
+        def by_uid(run: str) -> dict[str, str]:
+            stats = question_stats(work / run, model_id, threshold_rule)
+            return dict(zip(stats["uid"], stats["bucket"], strict=True))
+
+        fixed_buckets, adaptive_buckets = by_uid("tiny_fixed"), by_uid("tiny_adaptive_thresholds")
+        mix = {b: list(fixed_buckets.values()).count(b) for b in ("easy", "medium", "hard", "undecided")}
+        result["tiny"]["thresholds"] = {
+            "easy_min": threshold_rule.easy_min,
+            "hard_max": threshold_rule.hard_max,
+            "buckets_fixed": mix,
+            "adaptive_rollouts": counts["adaptive_thresholds"].rollouts_stored,
+            "saved_fraction": round(
+                1 - counts["adaptive_thresholds"].rollouts_stored / counts["fixed"].rollouts_stored, 4
+            ),
+            "adaptive_seconds": counts["adaptive_thresholds"].seconds,
+            "buckets_adaptive": counts["adaptive_thresholds"].buckets,
+            # independent draws: differences here are sampling noise, not the stopping rule
+            "same_buckets_as_fixed_run": fixed_buckets == adaptive_buckets,
+            "same_draws": same_draws(work / "tiny_fixed", model_id, threshold_rule),
+        }
 
     # 3: a replayed file with a realistic mix
     replay_dir = work / f"grpo_{args.replay_questions}"
@@ -166,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tiny small model on CPU ({args.threads} thread(s)): {result['tiny']['rollouts_per_second']:.1f} rollouts/s; "
         f"adaptive saved {result['tiny']['saved_fraction']:.1%} on the synthetic pool "
-        f"(buckets {result['tiny']['buckets_fixed']})"
+        f"(buckets {result['tiny']['buckets_fixed']}); on the fixed run's own draws "
+        f"{result['tiny']['same_draws']['saved_fraction']:.1%}, identical buckets: "
+        f"{result['tiny']['same_draws']['identical_buckets']}"
     )
     print(
         f"replayed gen_grpo mix {result['replay']['bucket_mix']}: adaptive {result['replay']['adaptive_rollouts']} vs "
@@ -174,6 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         f"(best possible with exact buckets {result['replay']['best_possible_saved_fraction']:.1%}); "
         f"identical buckets: {same}"
     )
+    th = result["tiny"].get("thresholds")
+    if th is not None:
+        print(
+            f"threshold rule (easy >= {th['easy_min']}, hard <= {th['hard_max']}) on the synthetic pool, buckets "
+            f"{th['buckets_fixed']}: adaptive {th['adaptive_rollouts']} vs fixed {result['tiny']['fixed_rollouts']} "
+            f"rollouts = {th['saved_fraction']:.1%} saved; on the fixed run's own draws "
+            f"{th['same_draws']['saved_fraction']:.1%}, identical buckets: {th['same_draws']['identical_buckets']}"
+        )
+        same = same and th["same_draws"]["identical_buckets"]
+    same = same and result["tiny"]["same_draws"]["identical_buckets"]
     if not same:
         raise SystemExit("adaptive buckets differ from fixed ones")
     if args.json:

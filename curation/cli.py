@@ -250,7 +250,19 @@ def score_cmd(
     seed: int = typer.Option(0, "--seed", help="Base seed of the sampling."),
     preset: str = typer.Option("pebr_sample", "--preset", help="Reward preset that scores each rollout."),
     adaptive: bool = typer.Option(
-        False, "--adaptive/--fixed", help="Stop a question once it has a correct and an incorrect answer."
+        False,
+        "--adaptive/--fixed",
+        help="Stop a question as soon as the bucket rule decides it (PeBR's rule: one correct and one "
+        "incorrect answer); its bucket is the one n samples give.",
+    ),
+    rule: str = typer.Option(
+        "pebr", "--rule", help="--adaptive: the bucket rule it stops by (split with the same rule)."
+    ),
+    easy_min: float = typer.Option(
+        1.0, "--easy-min", help="--rule thresholds: pass rate at or above which easy."
+    ),
+    hard_max: float = typer.Option(
+        0.0, "--hard-max", help="--rule thresholds: pass rate at or below which hard."
     ),
     adaptive_rounds: str = typer.Option(
         "2,1", "--adaptive-rounds", help="Samples per adaptive round; the last size repeats up to n."
@@ -279,7 +291,7 @@ def score_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from curation.difficulty import AdaptiveConfig, score_dataset
+    from curation.difficulty import AdaptiveConfig, BucketRule, score_dataset
     from curation.engines import ReplayColumns, SamplingParams, make_engine
 
     try:
@@ -325,7 +337,11 @@ def score_cmd(
             out,
             sampling=sampling,
             preset=preset,
-            adaptive=AdaptiveConfig(rounds) if adaptive else None,
+            adaptive=AdaptiveConfig(
+                rounds, BucketRule(rule, n, easy_min, hard_max) if rule != "pebr" else None
+            )
+            if adaptive
+            else None,
             batch_size=batch_size,
             image_root=str(image_root) if image_root else None,
             progress=on_progress,

@@ -62,9 +62,12 @@ class BucketRule:
 
     ``kind="pebr"``: easy when every sample is correct, hard when none is, medium when
     some are (decided as soon as there is one of each); needs ``n`` scored samples
-    otherwise. ``kind="thresholds"``: with at least ``n`` scored samples, easy when the
-    pass rate is at least ``easy_min``, hard when at most ``hard_max``, else medium.
-    ``confidence`` is the Wilson interval's level.
+    otherwise. ``kind="thresholds"``: easy when the pass rate of ``n`` samples is at least
+    ``easy_min``, hard when at most ``hard_max``, else medium; with fewer samples the bucket
+    is decided once every outcome of the missing ones gives the same bucket (with
+    ``easy_min=0.25`` and n = 8, two correct answers make a question easy). With more than
+    ``n`` samples the pass rate of all of them counts. ``confidence`` is the Wilson
+    interval's level.
     """
 
     kind: str = "pebr"
@@ -92,9 +95,29 @@ class BucketRule:
 
 @dataclass(frozen=True)
 class AdaptiveConfig:
-    """Adaptive sampling: ``rounds`` samples per round (the last size repeats up to ``n``)."""
+    """Adaptive sampling: ``rounds`` samples per round (the last size repeats up to ``n``).
+
+    A question stops as soon as ``rule`` decides its bucket whatever its missing samples
+    would be, so its bucket is the one ``n`` samples give (``None``: PeBR's all/none/mixed
+    rule, where one correct and one incorrect answer make it medium). Split the run with
+    the same rule.
+    """
 
     rounds: tuple[int, ...] = ADAPTIVE_ROUNDS
+    rule: BucketRule | None = None
+
+    def rule_for(self, n: int) -> BucketRule:
+        return replace(self.rule, n=n) if self.rule is not None else BucketRule(n=n)
+
+    def settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rounds": list(self.rounds)}
+        if self.rule is not None:  # runs scored before rules existed compare equal
+            out["rule"] = {
+                "kind": self.rule.kind,
+                "easy_min": self.rule.easy_min,
+                "hard_max": self.rule.hard_max,
+            }
+        return out
 
     def __post_init__(self) -> None:
         if not self.rounds or any(r < 1 for r in self.rounds):
@@ -122,22 +145,28 @@ def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple
     return max(0.0, center - half), min(1.0, center + half)
 
 
+def _threshold_bucket(rate: float, rule: BucketRule) -> str:
+    if rate >= rule.easy_min:
+        return "easy"
+    if rate <= rule.hard_max:
+        return "hard"
+    return "medium"
+
+
 def bucket_for(n_scored: int, n_correct: int, rule: BucketRule) -> str:
-    """The bucket of one question from its scored samples."""
+    """The bucket of one question from its scored samples (``undecided`` while it can change)."""
     if rule.kind == "pebr":
         if 0 < n_correct < n_scored:
             return "medium"
         if n_scored < rule.n:
             return UNDECIDED
         return "easy" if n_correct == n_scored else "hard"
-    if n_scored < rule.n:
-        return UNDECIDED
-    rate = n_correct / n_scored
-    if rate >= rule.easy_min:
-        return "easy"
-    if rate <= rule.hard_max:
-        return "hard"
-    return "medium"
+    if n_scored >= rule.n:
+        return _threshold_bucket(n_correct / n_scored, rule)
+    # buckets grow with the number correct: the missing samples all wrong or all right bound it
+    low = _threshold_bucket(n_correct / rule.n, rule)
+    high = _threshold_bucket((n_correct + rule.n - n_scored) / rule.n, rule)
+    return low if low == high else UNDECIDED
 
 
 # ---------------------------------------------------------------------------- data
@@ -278,7 +307,7 @@ def _settings(
         "sampling": asdict(sampling),
         "preset": preset_name,
         "n": sampling.n,
-        "adaptive": asdict(adaptive) if adaptive else None,
+        "adaptive": adaptive.settings() if adaptive else None,
         "replayed_scores": trust,
     }
     # as stored in run.json (tuples become lists), so a resumed run compares equal
@@ -503,7 +532,14 @@ def score_dataset(
         gen_seconds = 0.0
         rounds = 0
         while True:
-            work = _pending(questions.records, have, unavailable, boundaries, n, adaptive is not None)
+            work = _pending(
+                questions.records,
+                have,
+                unavailable,
+                boundaries,
+                n,
+                adaptive.rule_for(n) if adaptive else None,
+            )
             if not work:
                 break
             rounds += 1
@@ -566,7 +602,11 @@ def score_dataset(
             ):
                 break
         store.compact()
-        stats = question_stats(store.read(engine.model_id), engine.model_id, BucketRule(n=n))
+        stats = question_stats(
+            store.read(engine.model_id),
+            engine.model_id,
+            adaptive.rule_for(n) if adaptive else BucketRule(n=n),
+        )
         bucket_counts = {b: 0 for b in (*BUCKETS, UNDECIDED)}
         for b, k in stats["bucket"].value_counts().iter_rows():
             bucket_counts[b] = k
@@ -613,16 +653,16 @@ def _pending(
     unavailable: set[tuple[str, int]],
     boundaries: list[int],
     n: int,
-    adaptive: bool,
+    rule: BucketRule | None,
 ) -> list[tuple[dict[str, Any], tuple[int, ...]]]:
-    """The sample indices each question still needs for its next round."""
+    """The sample indices each question still needs for its next round (``rule``: adaptive)."""
     work = []
     for rec in records:
         got = have.get(rec["uid"], {})
-        if adaptive:
+        if rule is not None:
             scored = [v for v in got.values() if v is not None]
-            if any(scored) and not all(scored):
-                continue  # one correct and one incorrect: medium, whatever comes next
+            if bucket_for(len(scored), sum(scored), rule) != UNDECIDED:
+                continue  # decided, whatever the missing samples would be
             target = next((b for b in boundaries if b > len(got)), n)
         else:
             target = n
@@ -758,15 +798,25 @@ def bucket_expr(n: pl.Expr, c: pl.Expr, rule: BucketRule) -> pl.Expr:
             .otherwise(pl.lit("hard"))
         )
     else:
-        rate = c.cast(pl.Float64) / n.cast(pl.Float64)
+
+        def classify(rate: pl.Expr) -> pl.Expr:
+            return (
+                pl.when(rate >= rule.easy_min)
+                .then(pl.lit("easy"))
+                .when(rate <= rule.hard_max)
+                .then(pl.lit("hard"))
+                .otherwise(pl.lit("medium"))
+            )
+
+        full = float(rule.n)
+        low = classify(c.cast(pl.Float64) / full)
+        high = classify((c + (rule.n - n)).cast(pl.Float64) / full)
         expr = (
-            pl.when(n < rule.n)
-            .then(pl.lit(UNDECIDED))
-            .when(rate >= rule.easy_min)
-            .then(pl.lit("easy"))
-            .when(rate <= rule.hard_max)
-            .then(pl.lit("hard"))
-            .otherwise(pl.lit("medium"))
+            pl.when(n >= rule.n)
+            .then(classify(c.cast(pl.Float64) / n.cast(pl.Float64)))
+            .when(low == high)
+            .then(low)
+            .otherwise(pl.lit(UNDECIDED))
         )
     return expr.alias("bucket")
 

@@ -133,11 +133,18 @@ def build_splits(
     scoring = scorings[model_id]
     n = int(scoring["n"])
     rule = rule or BucketRule(n=n)
-    if rule.kind == "thresholds" and scoring.get("adaptive"):
-        raise ValueError(
-            f"the run of {model_id} sampled adaptively (questions stop at one correct and one incorrect "
-            "answer), so it has no pass rate to threshold; use the pebr rule, or score without --adaptive"
-        )
+    adaptive = scoring.get("adaptive")
+    if adaptive:
+        stopped_by = adaptive.get("rule") or {"kind": "pebr"}
+        wanted = {"kind": rule.kind}
+        if rule.kind == "thresholds":
+            wanted.update(easy_min=rule.easy_min, hard_max=rule.hard_max)
+        if {k: stopped_by.get(k) for k in wanted} != wanted:
+            raise ValueError(
+                f"the run of {model_id} sampled adaptively, stopping each question once the rule "
+                f"{stopped_by} decided its bucket, so another rule ({wanted}) cannot bucket it; split "
+                "with that rule, or score again without --adaptive or with this rule"
+            )
     data = run.get("data") or {}
     if not data.get("path"):
         raise ValueError(f"{run_dir / RUN_FILE} does not name its data file")

@@ -65,7 +65,19 @@ def test_wilson_interval_known_values(correct, n, lo, hi):
         (BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25), 8, 6, "easy"),  # 0.75 >= easy_min
         (BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25), 8, 2, "hard"),  # 0.25 <= hard_max
         (BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25), 8, 4, "medium"),  # in between
-        (BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25), 2, 1, UNDECIDED),  # too few for a rate
+        (BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25), 2, 1, UNDECIDED),  # could end 1/8 or 7/8
+        (
+            BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25),
+            6,
+            6,
+            "easy",
+        ),  # at least 6/8 whatever comes
+        (BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25), 6, 0, "hard"),  # at most 2/8
+        (BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.25), 6, 5, UNDECIDED),  # 5/8 or 7/8
+        (BucketRule("thresholds", 8, easy_min=0.25, hard_max=0.0), 2, 2, "easy"),  # the demo's rule: 2 right
+        (BucketRule("thresholds", 8, easy_min=0.25, hard_max=0.0), 7, 0, UNDECIDED),  # 0/8 or 1/8
+        (BucketRule("thresholds", 8, easy_min=0.25, hard_max=0.0), 8, 1, "medium"),
+        (BucketRule("thresholds", 4, easy_min=0.5, hard_max=0.25), 6, 2, "medium"),  # more than n: rate 1/3
     ],
 )
 def test_bucket_rules(rule, n, correct, bucket):
@@ -159,6 +171,31 @@ def test_adaptive_equals_fixed_with_fewer_rollouts(tmp_path):
     assert fixed.saved_fraction == 0
     frame = RolloutStore(tmp_path / "adaptive").read()
     assert frame["round"].max() == 6  # seven rounds for n = 8 with rounds (2, 1)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        BucketRule("thresholds", 8, easy_min=0.25, hard_max=0.0),  # the demo's rule
+        BucketRule("thresholds", 8, easy_min=0.75, hard_max=0.3),
+    ],
+)
+def test_adaptive_with_a_threshold_rule_equals_fixed(tmp_path, rule):
+    records = questions(40)
+    fixed_engine, adaptive_engine = PatternEngine(mixed_pattern), PatternEngine(mixed_pattern)
+    _run(tmp_path, "fixed", fixed_engine, records)
+    adaptive, _ = _run(tmp_path, "adaptive", adaptive_engine, records, adaptive=AdaptiveConfig(rule=rule))
+    fixed_stats = question_stats(tmp_path / "fixed", "pattern-model", rule)
+    adaptive_stats = question_stats(tmp_path / "adaptive", "pattern-model", rule)
+    assert _buckets(adaptive_stats) == _buckets(fixed_stats)
+    assert UNDECIDED not in _buckets(adaptive_stats).values()
+    assert adaptive_engine.produced == adaptive.rollouts_stored < 320
+    if rule.easy_min == 0.25:
+        # easy questions stop at 2 right; 1 right in 2 (i % 4 == 2) is easy by the 3rd sample
+        # (j = 2 is right); i % 4 == 3 has j = 0 and 3 right: easy after 4; hard needs all 8
+        assert adaptive.rollouts_stored == 10 * 2 + 10 * 8 + 10 * 3 + 10 * 4
+    run = read_run(tmp_path / "adaptive")
+    assert run["adaptive"]["rule"]["easy_min"] == rule.easy_min
 
 
 def test_rerun_skips_what_is_stored(tmp_path):

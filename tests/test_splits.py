@@ -95,7 +95,7 @@ def test_threshold_rule(tmp_path, data_dir):
     assert report.rule["kind"] == "thresholds"
 
 
-def test_threshold_rule_refused_on_adaptive_runs(tmp_path, data_dir):
+def test_an_adaptive_run_splits_only_with_the_rule_it_stopped_by(tmp_path, data_dir):
     _score(data_dir, tmp_path / "run", PatternEngine(mixed_pattern), adaptive=AdaptiveConfig())
     with pytest.raises(ValueError, match="sampled adaptively"):
         build_splits(
@@ -103,6 +103,13 @@ def test_threshold_rule_refused_on_adaptive_runs(tmp_path, data_dir):
         )
     report = build_splits(tmp_path / "run", tmp_path / "s")  # the PeBR rule is exact on adaptive runs
     assert report.counts == {"easy": 4, "medium": 8, "hard": 4, "undecided": 0}
+
+    rule = BucketRule("thresholds", 8, easy_min=0.5, hard_max=0.4)
+    _score(data_dir, tmp_path / "run2", PatternEngine(mixed_pattern), adaptive=AdaptiveConfig(rule=rule))
+    with pytest.raises(ValueError, match="sampled adaptively"):
+        build_splits(tmp_path / "run2", tmp_path / "s2")  # the PeBR rule needs what was not sampled
+    report = build_splits(tmp_path / "run2", tmp_path / "s2", rule)
+    assert report.counts == {"easy": 8, "medium": 0, "hard": 8, "undecided": 0}  # as test_threshold_rule
 
 
 def test_split_needs_a_run(tmp_path):
@@ -158,6 +165,37 @@ def test_cli_score_and_split_with_the_real_preset(tmp_path, capsys):
     assert report["commands"][0].startswith("pebr curate score --data")
     assert "--adaptive" in report["commands"][0]
     assert report["commands"][-1].startswith("pebr curate split --out")
+
+
+def test_cli_adaptive_score_by_a_threshold_rule_then_split_by_it(tmp_path, capsys):
+    data, replay = _synth_replay(tmp_path)
+    rule = ["--rule", "thresholds", "--easy-min", "0.5", "--hard-max", "0.2"]
+    common = ["--data", str(data / "rl.parquet"), "--model", str(replay), "--backend", "replay"]
+    common += ["--id-column", "uid"]
+    assert run(["curate", "score", *common, "--out", str(tmp_path / "fixed")]) == 0
+    assert run(["curate", "score", *common, "--out", str(tmp_path / "run"), "--adaptive", *rule]) == 0
+    assert "saved)" in capsys.readouterr().out
+    for name in ("fixed", "run"):
+        assert (
+            run(
+                [
+                    "curate",
+                    "split",
+                    "--run",
+                    str(tmp_path / name),
+                    "--out",
+                    str(tmp_path / f"s-{name}"),
+                    *rule,
+                ]
+            )
+            == 0
+        )
+    fixed, adaptive = (json.loads((tmp_path / f"s-{k}" / REPORT_FILE).read_text()) for k in ("fixed", "run"))
+    assert adaptive["counts"] == fixed["counts"]
+    assert adaptive["counts"]["undecided"] == 0
+    # the PeBR rule cannot bucket questions that stopped by another rule
+    assert run(["curate", "split", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "s-pebr")]) == 2
+    assert "sampled adaptively" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

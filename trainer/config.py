@@ -445,7 +445,8 @@ class DifficultyConfig:
     adaptive: bool = field(
         default=False,
         metadata={
-            "help": "Stop sampling a question once it has a correct and a wrong answer (same buckets)."
+            "help": "Stop sampling a question as soon as splits.rule decides its bucket (PeBR's rule: "
+            "one correct and one wrong answer); the buckets are those of n samples."
         },
     )
     options: dict[str, Any] = field(

@@ -218,11 +218,16 @@ def _engine(config: DifficultyConfig, model_dir: str) -> Any:
 
 
 def _score(
-    config: DifficultyConfig, data: str, image_root: str | None, model_dir: str, run_dir: Path
+    config: DifficultyConfig,
+    data: str,
+    image_root: str | None,
+    model_dir: str,
+    run_dir: Path,
+    rule: dict[str, Any] | None = None,
 ) -> dict:
     """Score ``data`` with ``model_dir`` into ``run_dir`` (main process only; resumable: stored
     rollouts are skipped, so a rerun of a finished scoring only reads)."""
-    from curation.difficulty import score_dataset
+    from curation.difficulty import AdaptiveConfig, BucketRule, score_dataset
     from curation.engines import SamplingParams
 
     sampling = SamplingParams(
@@ -238,7 +243,10 @@ def _score(
         run_dir,
         sampling=sampling,
         preset=config.preset,
-        adaptive=config.adaptive or None,
+        # adaptive sampling stops each question once the splits' bucket rule decides it
+        adaptive=AdaptiveConfig(rule=BucketRule(**{**rule, "n": config.n}) if rule else None)
+        if config.adaptive
+        else None,
         batch_size=config.batch_size,
         image_root=image_root,
         command="pebr train pipeline",
@@ -314,7 +322,7 @@ def score_and_split(
     if cfg.max_questions is not None:
         pool = str(run_dir / "pool.parquet")
         _main_only(lambda: _head(cfg.pool, cfg.max_questions, Path(pool)))
-    scored = _main_only(lambda: _score(cfg, pool, root, model_dir, run_dir))
+    scored = _main_only(lambda: _score(cfg, pool, root, model_dir, run_dir, config.splits.rule))
     split = _main_only(
         lambda: _split(
             run_dir,
