@@ -1,8 +1,8 @@
-"""One unit of filter work, run in a worker thread (or in the calling thread with ``workers=0``).
+"""One unit of filter work, run in a worker process (or in the calling process with ``workers=0``).
 
 A worker reads one :class:`curation.io.Task`'s records, runs the text stages, checks the
 images (through the shared metadata cache), and builds the canonical columns of the records
-that survive, as an Arrow batch. Duplicates are left to the main thread, which sees the
+that survive, as an Arrow batch. Duplicates are left to the main process, which sees the
 records in input order.
 
 Records in a plain sharegpt layout (see :mod:`curation.plain_parse`) go through the
@@ -107,7 +107,7 @@ class _Verdicts:
 
 
 class FilterWorker:
-    """The per-thread state of the filter: config, layout, image checker over the shared cache."""
+    """The per-process state of the filter: config, layout, image checker with its cache."""
 
     def __init__(
         self,
@@ -248,7 +248,7 @@ class FilterWorker:
     ) -> tuple[np.ndarray, pa.RecordBatch, list[bytes]]:
         """Decide ``(index, record)`` pairs one by one; returns the candidates' columns.
 
-        ``lazy_keys``: duplicate keys may leave the question out (the main thread can re-read
+        ``lazy_keys``: duplicate keys may leave the question out (the main process can re-read
         span records to compare questions).
         """
         cfg = self.config

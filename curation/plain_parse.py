@@ -114,7 +114,7 @@ def _read(data: memoryview, schema: pa.Schema, multiline: bool) -> pa.Table | No
         explicit_schema=schema, newlines_in_values=multiline, unexpected_field_behavior="error"
     )
     try:
-        # one block: the chunk is small, and this parser runs in several threads at once
+        # one block: the chunk is small, and each worker process parses its own chunks
         table = pj.read_json(
             pa.py_buffer(data),
             read_options=pj.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 16) + 1),

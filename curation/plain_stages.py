@@ -295,7 +295,7 @@ def duplicate_keys(
     """:func:`curation.filters.duplicate_key` of each row.
 
     ``lazy`` keys (images only) cost one hash per row; the others normalise each question
-    in Python (row tasks, whose questions the main thread cannot read back).
+    in Python (row tasks, whose questions the main process cannot read back).
     """
     from curation.filters import duplicate_key
 
