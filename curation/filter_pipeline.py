@@ -38,7 +38,7 @@ from typing import Any
 
 from curation.filter_config import FilterConfig
 from curation.filters import CODES, REASONS, detect_layout
-from curation.images import CACHE_FILENAME, CacheWriter, cache_table
+from curation.images import CACHE_FILENAME, CacheWriter, cache_table, load_cache
 from curation.io import BadInputError, InputSource, Task, describe_position
 
 logger = logging.getLogger(__name__)
@@ -106,24 +106,68 @@ class AccountingError(RuntimeError):
 # --------------------------------------------------------------------------- outputs
 
 
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class _KeptJson:
-    """Streams ``kept.json``: a JSON list of the kept records' original text."""
+    """Streams ``kept.json``: a JSON list of the kept records' original text.
+
+    Records from a JSON or JSONL file are copied from the input file by the kernel
+    (``copy_file_range``), a run of consecutive kept records at a time, so their bytes never
+    pass through this process; records from other inputs are written from their JSON text.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.f = path.open("wb")
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
         self.count = 0
+        self.started = False
+        self._kernel_copy = hasattr(os, "copy_file_range")
+
+    def _sep(self) -> bytes:
+        sep = b",\n  " if self.started else b"[\n  "
+        self.started = True
+        return sep
 
     def write(self, pieces: list[Any], records: int) -> None:
-        """Append ``pieces`` (each one record or a run of records with their separators)."""
+        """Append ``pieces`` (each one record's JSON text)."""
         if not pieces:
             return
-        sep = b",\n  "
-        self.f.write((b"[\n  " if self.count == 0 else sep) + sep.join(pieces))
+        _write_all(self.fd, self._sep() + b",\n  ".join(pieces))
+        self.count += records
+
+    def copy(self, src_fd: int, runs: list[tuple[int, int]], records: int) -> None:
+        """Append byte ranges ``(offset, length)`` of the input file, each one or more records."""
+        for offset, length in runs:
+            _write_all(self.fd, self._sep())
+            while length > 0:
+                n = 0
+                if self._kernel_copy:
+                    try:
+                        n = os.copy_file_range(src_fd, self.fd, length, offset)
+                    except OSError:  # another file system or kernel: copy through this process
+                        self._kernel_copy = False
+                if not n:
+                    data = os.pread(src_fd, min(length, 1 << 24), offset)
+                    if not data:
+                        raise BadInputError("the input file shrank while kept.json was being written")
+                    _write_all(self.fd, data)
+                    n = len(data)
+                offset += n
+                length -= n
         self.count += records
 
     def close(self) -> None:
-        self.f.write(b"\n]\n" if self.count else b"[]\n")
-        self.f.close()
+        _write_all(self.fd, b"\n]\n" if self.started else b"[]\n")
+        os.close(self.fd)
+        self.fd = -1
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class _ParquetOut:
@@ -179,33 +223,42 @@ def dropped_schema() -> Any:
 
 
 class _LineCounter:
-    """Line numbers of byte offsets in a file, counted forwards as the tasks go by (in order)."""
+    """Line numbers of a JSON file's tasks, which arrive in order.
+
+    Workers count the newlines in their task; the few bytes between two tasks are counted here.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.offset = 0
         self.line = 1
 
-    def advance(self, to: int, buf: bytes, base: int) -> None:
-        """Move to byte ``to``; ``buf`` holds the file's bytes from ``base`` (``base <= to``)."""
-        if to <= self.offset:
-            return
-        if self.offset < base:  # the separator bytes between two tasks
+    def task_start(self, base: int) -> int:
+        """The line number at byte ``base`` (the start of the next task)."""
+        if base > self.offset:
             self.line += _pread(self.path, self.offset, base - self.offset).count(b"\n")
             self.offset = base
-        self.line += buf.count(b"\n", self.offset - base, to - base)
-        self.offset = to
+        return self.line
+
+    def task_end(self, base: int, length: int, newlines: int) -> None:
+        self.line = self.task_start(base) + newlines
+        self.offset = base + length
 
 
 _FDS: dict[str, int] = {}
 
 
-def _pread(path: str, offset: int, length: int) -> bytes:
-    """Bytes of ``path`` through a descriptor kept open for the run (see ``_close_fds``)."""
+def _fd(path: str) -> int:
+    """A descriptor of ``path`` kept open for the run (see ``_close_fds``)."""
     fd = _FDS.get(path)
     if fd is None:
         fd = _FDS[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    return os.pread(fd, length, offset)
+    return fd
+
+
+def _pread(path: str, offset: int, length: int) -> bytes:
+    """Bytes of ``path`` through a descriptor kept open for the run."""
+    return os.pread(_fd(path), length, offset)
 
 
 def _close_fds() -> None:
@@ -279,17 +332,24 @@ def _results(
     source: InputSource,
     config: FilterConfig,
     layout: str,
+    messages_key: str | None,
     image_root: Path,
     cache_path: Path | None,
 ) -> Iterator[tuple[Task, Any]]:
-    """(task, ChunkResult) in input order, from a process pool or from this process."""
+    """(task, ChunkResult) in input order, from worker processes or from this process.
+
+    Processes, not threads: the per-record path, the image probes and the hashing of the
+    uids hold the GIL, and on two cores threads ran them one at a time (the cold run was
+    slower with threads than with processes). Each process loads the image cache once.
+    """
     from curation.filter_worker import FilterWorker, init_worker, run_task
 
     tasks = source.tasks(config.chunk_records)
-    cache_arg = str(cache_path) if cache_path else None
+    cache_arg = str(cache_path) if cache_path is not None else None
     n_workers = config.n_workers
     if n_workers == 0:
-        worker = FilterWorker(config, layout, str(image_root), cache_arg)
+        cache = load_cache(cache_path, image_root) if cache_path is not None else None
+        worker = FilterWorker(config, layout, str(image_root), cache, messages_key)
         try:
             for task in tasks:
                 yield task, worker.run(task)
@@ -305,7 +365,7 @@ def _results(
         max_workers=n_workers,
         mp_context=ctx,
         initializer=init_worker,
-        initargs=(config, layout, str(image_root), cache_arg),
+        initargs=(config, layout, str(image_root), cache_arg, messages_key),
     ) as pool:
         try:
             for task in tasks:
@@ -378,14 +438,15 @@ def filter_dataset(
     cache_out = CacheWriter(cache_path, root) if cache_path is not None else None
     image_stats: collections.Counter[str] = collections.Counter()
     lines = _LineCounter(source.path) if source.fmt == "json" else None
-    done = 0
+    done = plain = 0
     try:
         try:
-            for task, res in _results(source, config, layout, root, cache_path):
+            for task, res in _results(source, config, layout, mkey, root, cache_path):
                 _absorb(task, res, source, config, dedup, kept_json, kept_pq, dropped_pq, lines, report)
                 if cache_out is not None and res.cache and res.cache["n"]:
                     cache_out.write(cache_table(res.cache))
                 image_stats.update(res.stats)
+                plain += res.plain
                 done += res.n
                 if progress is not None:
                     if source.has_spans:
@@ -408,13 +469,13 @@ def filter_dataset(
         _close_fds()
         report.records = source.n_records
         report.images = dict(image_stats)
+        logger.info("%d of %d records decided by the vectorised stages", plain, report.records)
         _check_accounting(report, kept_json.count, kept_pq.count, dropped_pq.count)
     except BaseException:
         _close_fds()
         if cache_out is not None:
             cache_out.abort()
-        for f in (kept_json.f,):
-            f.close()
+        kept_json.abort()
         for w in (kept_pq, dropped_pq):
             try:
                 w.writer.close()
@@ -516,17 +577,6 @@ def _runs_np(positions: Any) -> list[tuple[int, int]]:
     return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
 
 
-_WS_BYTES = frozenset(b" \t\r\n")
-
-
-def _strip_span(buf: bytes, s: int, e: int) -> tuple[int, int]:
-    while s < e and buf[s] in _WS_BYTES:
-        s += 1
-    while e > s and buf[e - 1] in _WS_BYTES:
-        e -= 1
-    return s, e
-
-
 def _absorb(
     task: Task,
     res: Any,
@@ -543,7 +593,10 @@ def _absorb(
     import numpy as np
     import pyarrow as pa
 
+    from curation.schema import RECORD_SCHEMA
+
     dedup.add_task(task)
+    candidates = pa.Table.from_batches(res.batches, schema=RECORD_SCHEMA)
     codes = res.codes
     details = res.details
     cand = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8) == 0)
@@ -557,7 +610,7 @@ def _absorb(
             seen.update(zip(keys, indices, strict=True))
         else:
             dup_code = CODES["duplicate"]
-            questions = res.batch.column("question")
+            questions = candidates.column("question")
             dups = []
             for j, (key, index) in enumerate(zip(keys, indices, strict=True)):
                 entry = seen.get(key)
@@ -576,27 +629,29 @@ def _absorb(
 
     # kept.json: each run of consecutive kept records is one slice of the input, so the
     # records (and the separators between them) are the input's bytes
-    buf = None
-    if source.has_spans:
-        buf = task.read_range()
-        view = memoryview(buf)
-        starts, ends = task.starts, task.ends
-        pieces = []
+    spans = res.tight_starts is not None
+    if spans:
+        s, e, base = res.tight_starts, res.tight_ends, task.base
         # JSON Lines have no commas between records: there every record is its own piece
         runs = _runs_np(kept_idx) if source.fmt == "json" else [(i, i) for i in kept_idx.tolist()]
-        for a, b in runs:
-            s0, _ = _strip_span(buf, int(starts[a]), int(ends[a]))
-            _, e1 = _strip_span(buf, int(starts[b]), int(ends[b]))
-            pieces.append(view[s0:e1])
-        kept_json.write(pieces, len(kept_idx))
+        kept_json.copy(
+            _fd(source.path), [(base + int(s[a]), int(e[b] - s[a])) for a, b in runs], len(kept_idx)
+        )
     else:
         kept_json.write([res.raw[i] for i in kept_idx.tolist()], len(kept_idx))
-    if len(keep_rows) == res.batch.num_rows:
-        kept_pq.write([res.batch])
+    if len(keep_rows) == candidates.num_rows:
+        kept_pq.write(res.batches)
     else:
-        kept_pq.write([res.batch.slice(a, b - a + 1) for a, b in _runs_np(keep_rows)])
+        kept_pq.write(
+            [b for a, z in _runs_np(keep_rows) for b in candidates.slice(a, z - a + 1).to_batches()]
+        )
     report.kept += len(kept_idx)
 
+    line_base = None
+    if spans and task.lines is None:
+        assert lines is not None
+        line_base = lines.task_start(task.base)
+        lines.task_end(task.base, task.length, res.newlines)
     if len(kept_idx) == res.n:
         return
     dropped = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8)).tolist()
@@ -607,18 +662,15 @@ def _absorb(
         cols["index"].append(res.first + i)
         cols["reason"].append(reason)
         cols["detail"].append(details.get(i))
-        if buf is not None:
-            s, e = _strip_span(buf, int(task.starts[i]), int(task.ends[i]))
-            off = task.base + s
-            if task.lines is not None:
+        if spans:
+            off = task.base + int(s[i])
+            if line_base is None:
                 line = int(task.lines[i])
             else:
-                assert lines is not None
-                lines.advance(off, buf, task.base)
-                line = lines.line
+                line = line_base + int(res.newlines_before[i])
             cols["line"].append(line)
             cols["offset"].append(off)
-            cols["raw"].append(buf[s:e].decode("utf-8", "replace"))
+            cols["raw"].append(_pread(source.path, off, int(e[i] - s[i])).decode("utf-8", "replace"))
         else:
             cols["line"].append(None)
             cols["offset"].append(None)

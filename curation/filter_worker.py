@@ -1,97 +1,54 @@
-"""One unit of filter work, run in a worker process (or in-process with ``workers=0``).
+"""One unit of filter work, run in a worker process (or in the calling process with ``workers=0``).
 
-A worker parses one :class:`curation.io.Task`'s records, runs the text stages, checks the
+A worker reads one :class:`curation.io.Task`'s records, runs the text stages, checks the
 images (through the shared metadata cache), and builds the canonical columns of the records
 that survive, as an Arrow batch. Duplicates are left to the main process, which sees the
 records in input order.
 
-The canonical columns come from the same code as the per-record converters: records in
-Mulberry's plain layout (``messages`` of ``role``/``content`` turns, then ``images``) take a
-fast path whose every column is what :func:`curation.convert.from_sharegpt` gives (tests
-compare the two on samples); any other record goes through the converter itself.
+Records in a plain sharegpt layout (see :mod:`curation.plain_parse`) go through the
+vectorised stages of :mod:`curation.plain_stages`, which only ever certify that a record
+passes; every other record, and every record those stages do not pass, goes through the
+per-record path below (``orjson``, :mod:`curation.filters`, :mod:`curation.convert`), which
+decides and words the reasons. Tests compare the two paths on the same inputs.
 """
 
 from __future__ import annotations
 
-import array
-import hashlib
-import itertools
 import json
 import logging
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
-from curation.convert import from_pebr, from_sharegpt, strip_image_tags
+from curation.convert import from_pebr, from_sharegpt
 from curation.filter_config import FilterConfig
 from curation.filters import (
     CODES,
-    IMAGE_TAG,
     Drop,
     ParsedRecord,
+    canonical_answer,
     check_empty_answer,
     check_image,
     check_image_tags,
     check_reflective,
     duplicate_key,
+    fast_final_answer,
     parse_record,
 )
-from curation.images import OK, ImageChecker, ImageInfo, cache_rows, load_cache
+from curation.images import ImageChecker, ImageInfo, cache_rows
 from curation.io import Task
-from curation.schema import IMAGE_TYPE, MESSAGE_TYPE, RECORD_SCHEMA, SIZE_TYPE
-from rewards.sections import _HEADER_RE, FINAL_ANSWER
+from curation.record_columns import RecordColumns
 
 logger = logging.getLogger(__name__)
 
-_FA_LITERAL = FINAL_ANSWER.removeprefix("###").strip()  # "The final answer is:"
-_FA_PREFIX = re.compile(r"[ \t]*###[ \t]*")
+__all__ = ["BadRecordError", "ChunkResult", "FilterWorker", "fast_final_answer"]
+
 _DEFAULT_SOURCE = {"sharegpt": "sharegpt", "pebr": "pebr_grpo", "canonical": "canonical"}
-
-
-def fast_final_answer(text: str) -> str | None:
-    """Exactly :func:`rewards.sections.final_answer`, without parsing every section.
-
-    The last ``### The final answer is:`` header is found from the end (a header is the
-    literal at a line start after ``[ \\t]*###[ \\t]*``, which is what the shared regex
-    matches); its body runs to the next header of any kind.
-    """
-    end = len(text)
-    while True:
-        p = text.rfind(_FA_LITERAL, 0, end)
-        if p < 0:
-            return None
-        line_start = text.rfind("\n", 0, p) + 1
-        if _FA_PREFIX.fullmatch(text, line_start, p):
-            break
-        end = p + len(_FA_LITERAL) - 1
-    body_start = p + len(_FA_LITERAL)
-    nxt = _HEADER_RE.search(text, body_start)
-    return text[body_start : nxt.start() if nxt else len(text)].strip()
-
-
-def _part(raw: bytes) -> bytes:
-    return len(raw).to_bytes(8, "little") + raw
-
-
-_UID_Q = _part(b"\x00q")
-_UID_A = _part(b"\x00a")
-
-
-def fast_uid(question: str, answer: str, digests: list[str]) -> str:
-    """Exactly :func:`curation.schema.compute_uid`: the same length-prefixed bytes, hashed at once."""
-    q = question.encode("utf-8", "surrogatepass")
-    a = answer.encode("utf-8", "surrogatepass")
-    parts = [_part(d.encode("utf-8", "surrogatepass")) for d in digests]
-    parts += (_UID_Q, len(q).to_bytes(8, "little"), q, _UID_A, len(a).to_bytes(8, "little"), a)
-    return hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
-
-
-_NOT_PLAIN = object()
 
 
 class BadRecordError(Exception):
@@ -104,12 +61,13 @@ class BadRecordError(Exception):
 
 @dataclass
 class ChunkResult:
-    """What a worker sends back for one task.
+    """What a worker hands back for one task.
 
     ``codes[i]`` is 0 for a record that passed every stage so far (a *candidate*) or the
     :data:`curation.filters.CODES` value of its drop reason, with the reason's detail in
-    ``details[i]``. Candidates appear in ``batch`` (canonical columns) and ``dup_keys`` in
-    input order.
+    ``details[i]``. Candidates appear in ``batches`` (canonical columns, one after another)
+    and ``dup_keys`` in input order. ``buf`` is the task's bytes (span tasks), ``raw`` each record's JSON (row
+    tasks).
     """
 
     number: int
@@ -118,191 +76,34 @@ class ChunkResult:
     codes: bytearray
     details: dict[int, str]
     dup_keys: list[bytes]
-    batch: pa.RecordBatch
+    batches: list[pa.RecordBatch]
+    buf: bytes | None = None
     raw: list[bytes] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    plain: int = 0  # records decided by the vectorised path
+    #: span tasks: each record's span without its surrounding blanks (relative to the task's
+    #: base), the newlines before each record's start and in the whole task (for line numbers)
+    tight_starts: np.ndarray | None = None
+    tight_ends: np.ndarray | None = None
+    newlines_before: np.ndarray | None = None
+    newlines: int = 0
 
 
-class _Columns:
-    """Canonical columns of the candidates of one task, built flat and assembled once."""
+@dataclass
+class _Verdicts:
+    """The outcome of one task, filled record by record or in bulk."""
 
-    def __init__(self) -> None:
-        self.uid: list[str] = []
-        self.source: list[str | None] = []
-        self.task: list[str | None] = []
-        self.stage_hint: list[str | None] = []
-        self.img_off = [0]
-        self.img_path: list[str | None] = []
-        self.size_off = [0]
-        self.size_w: list[int] = []
-        self.size_h: list[int] = []
-        self.question: list[str] = []
-        self.answer: list[str] = []
-        self.choices: list[list[str] | None] = []
-        self.kw_off = [0]
-        self.kw: list[str] = []
-        self.boxes: list[list[list[float]] | None] = []
-        self.ref_caption: list[str | None] = []
-        self.msg_off = [0]
-        self.role: list[str] = []
-        self.content: list[str] = []
-        self.meta: list[str] = []
+    n: int
+    codes: bytearray = field(init=False)
+    details: dict[int, str] = field(default_factory=dict)
 
-    def add_fast(
-        self,
-        uid: str,
-        source: str,
-        paths: tuple[str, ...],
-        sizes: list[tuple[int, int]],
-        question: str,
-        answer: str,
-        turns: list[Any],
-    ) -> None:
-        self.uid.append(uid)
-        self.source.append(source)
-        self.task.append(None)
-        self.stage_hint.append(None)
-        self.img_path.extend(paths)
-        self.img_off.append(len(self.img_path))
-        for w, h in sizes:
-            self.size_w.append(w)
-            self.size_h.append(h)
-        self.size_off.append(len(self.size_w))
-        self.question.append(question)
-        self.answer.append(answer)
-        self.choices.append(None)
-        self.kw_off.append(len(self.kw))
-        self.boxes.append(None)
-        self.ref_caption.append(None)
-        for t in turns:
-            self.role.append(t["role"])
-            self.content.append(t["content"])
-        self.msg_off.append(len(self.role))
-        self.meta.append("{}")
+    def __post_init__(self) -> None:
+        self.codes = bytearray(self.n)
 
-    def add_record(self, rec: Mapping[str, Any]) -> None:
-        """A canonical record dict from a converter."""
-        self.uid.append(rec["uid"])
-        self.source.append(rec["source"])
-        self.task.append(rec["task"])
-        self.stage_hint.append(rec["stage_hint"])
-        self.img_path.extend(img["path"] for img in rec["images"])
-        self.img_off.append(len(self.img_path))
-        for s in rec["image_sizes"] or ():
-            self.size_w.append(s["width"])
-            self.size_h.append(s["height"])
-        self.size_off.append(len(self.size_w))
-        self.question.append(rec["question"])
-        self.answer.append(rec["answer"])
-        self.choices.append(rec["choices"])
-        self.kw.extend(rec["key_words"] or ())
-        self.kw_off.append(len(self.kw))
-        self.boxes.append(rec["boxes"])
-        self.ref_caption.append(rec["reference_caption"])
-        for m in rec["messages"]:
-            self.role.append(m["role"])
-            self.content.append(m["content"])
-        self.msg_off.append(len(self.role))
-        self.meta.append(rec["meta"])
-
-    def batch(self) -> pa.RecordBatch:
-        n = len(self.uid)
-        images = pa.ListArray.from_arrays(
-            _int32_array(self.img_off),
-            pa.StructArray.from_arrays(
-                [pa.nulls(len(self.img_path), pa.binary()), _string_array(self.img_path)],
-                fields=list(IMAGE_TYPE),
-            ),
-        )
-        sizes = pa.ListArray.from_arrays(
-            _int32_array(self.size_off),
-            pa.StructArray.from_arrays(
-                [_int32_array(self.size_w), _int32_array(self.size_h)], fields=list(SIZE_TYPE)
-            ),
-        )
-        kw = pa.ListArray.from_arrays(_int32_array(self.kw_off), _string_array(self.kw))
-        messages = pa.ListArray.from_arrays(
-            _int32_array(self.msg_off),
-            pa.StructArray.from_arrays(
-                [_string_array(self.role), _string_array(self.content)], fields=list(MESSAGE_TYPE)
-            ),
-        )
-        arrays = [
-            _string_array(self.uid),
-            _string_array(self.source),
-            _string_array(self.task),
-            _string_array(self.stage_hint),
-            images,
-            sizes,
-            _string_array(self.question),
-            _string_array(self.answer),
-            _maybe_null(self.choices, RECORD_SCHEMA.field("choices").type),
-            kw,
-            _maybe_null(self.boxes, RECORD_SCHEMA.field("boxes").type),
-            _string_array(self.ref_caption),
-            messages,
-            _string_array(self.meta),
-        ]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=RECORD_SCHEMA)
-        assert batch.num_rows == n
-        return batch
-
-
-# Arrow arrays straight from buffers: ``pa.array`` would import ``pyarrow.compute``, which
-# costs each worker process about 50 MB of memory for nothing it uses.
-
-
-def _int32_array(values: list[int]) -> pa.Array:
-    buf = array.array("i", values)
-    return pa.Array.from_buffers(pa.int32(), len(buf), [None, pa.py_buffer(buf)])
-
-
-def _string_array(values: list[str | None]) -> pa.Array:
-    n = len(values)
-    validity = None
-    nulls = 0
-    if None in values:
-        mask = [v is not None for v in values]
-        nulls = n - sum(mask)
-        if nulls == n:
-            return pa.nulls(n, pa.string())
-        bits = bytearray((n + 7) // 8)
-        for i, present in enumerate(mask):
-            if present:
-                bits[i >> 3] |= 1 << (i & 7)
-        validity = pa.py_buffer(bytes(bits))
-        values = [v if v is not None else "" for v in values]
-    # one encode of the joined text (the UTF-8 of a concatenation is the concatenation of the
-    # UTF-8s); only non-ASCII strings need their own encoded length
-    data = "".join(values).encode("utf-8")  # type: ignore[arg-type]
-    offsets = array.array("i", [0])
-    offsets.extend(itertools.accumulate(len(v) if v.isascii() else len(v.encode("utf-8")) for v in values))  # type: ignore[union-attr]
-    return pa.Array.from_buffers(
-        pa.string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=nulls
-    )
-
-
-def _maybe_null(values: list[Any], type_: pa.DataType) -> pa.Array:
-    if all(v is None for v in values):
-        return pa.nulls(len(values), type_)
-    return pa.array(values, type_)  # rare (a converter filled it): fine to import compute here
-
-
-def _is_plain_sharegpt(rec: dict[str, Any]) -> bool:
-    """A record :func:`from_sharegpt` converts with an empty ``meta`` (no layout to remember)."""
-    if len(rec) != 2:
-        return False
-    keys = iter(rec)
-    if next(keys) != "messages" or next(keys) != "images" or type(rec["images"]) is not list:
-        return False
-    for turn in rec["messages"]:
-        if len(turn) != 2:
-            return False
-        it = iter(turn)
-        if next(it) != "role" or next(it) != "content" or turn["role"] in ("human", "gpt"):
-            return False
-    return True
+    def drop(self, i: int, drop: Drop) -> None:
+        self.codes[i] = CODES[drop.reason]
+        self.details[i] = drop.detail
 
 
 class FilterWorker:
@@ -313,13 +114,15 @@ class FilterWorker:
         config: FilterConfig,
         layout: str,
         image_root: str,
-        cache_path: str | None,
+        cache: Any = None,
+        messages_key: str | None = None,
     ) -> None:
+        from curation.plain_parse import CONVERSATIONS, MESSAGES
+
         self.config = config
         self.layout = layout
         self.source = config.source or _DEFAULT_SOURCE[layout]
         self.patterns = config.patterns_lower
-        cache = load_cache(cache_path, image_root) if cache_path else None
         self.checker = ImageChecker(
             image_root,
             verify=config.verify_images,
@@ -328,161 +131,132 @@ class FilterWorker:
         )
         self._parse = parse_record(layout)
         self._mapped = bool(config.columns)
-        self._fast_ok = layout == "sharegpt" and not self._mapped
-        self._lazy_keys = False
-
-    def _fast(
-        self,
-        rec: Any,
-        cols: _Columns,
-        dup_keys: list[bytes],
-        probed: list[tuple[str, ImageInfo]],
-    ) -> Drop | object | None:
-        """Every stage for a record in Mulberry's plain layout, in one pass.
-
-        Returns ``_NOT_PLAIN`` (use the general path, which also words the errors) for any
-        record that is not plain sharegpt with well-typed turns. The order of the stages and
-        their outcome are the general path's; tests compare the two.
-        """
-        if type(rec) is not dict or len(rec) != 2:
-            return _NOT_PLAIN
-        keys = iter(rec)
-        if next(keys) != "messages" or next(keys) != "images":
-            return _NOT_PLAIN
-        msgs = rec["messages"]
-        images = rec["images"]
-        if type(msgs) is not list or not msgs or type(images) is not list:
-            return _NOT_PLAIN
-        user = assistant = None
-        tags = 0
-        reflective = None
-        patterns = self.patterns
-        for i, turn in enumerate(msgs):
-            if type(turn) is not dict or len(turn) != 2:
-                return _NOT_PLAIN
-            tk = iter(turn)
-            if next(tk) != "role" or next(tk) != "content":
-                return _NOT_PLAIN
-            role = turn["role"]
-            content = turn["content"]
-            if type(role) is not str or type(content) is not str:
-                return _NOT_PLAIN
-            if role == "assistant":
-                assistant = content
-                if reflective is None:
-                    low = content.lower()
-                    for pattern in patterns:
-                        if pattern in low:
-                            reflective = Drop("reflective", f"turn {i} contains {pattern!r}")
-                            break
-            elif role == "user":
-                if user is None:
-                    user = content
-                tags += content.count(IMAGE_TAG)
-            elif role == "human" or role == "gpt":
-                return _NOT_PLAIN
-        if user is None:
-            return _NOT_PLAIN
-        for p in images:
-            if type(p) is not str:
-                return _NOT_PLAIN
-        cfg = self.config
-        if cfg.check_image_tags and tags != len(images):
-            return Drop("malformed", f"{tags} <image> tag(s) for {len(images)} image(s)")
-        if reflective is not None:
-            return reflective
-        if assistant is None:
-            answer = ""
-            if cfg.drop_empty_answers:
-                return Drop("empty_answer", "no assistant turn")
-        else:
-            answer = fast_final_answer(assistant)
-            if answer is None:
-                answer = assistant.strip()
-            if cfg.drop_empty_answers and not answer:
-                if not assistant.strip():
-                    return Drop("empty_answer", "the assistant turn is empty")
-                return Drop("empty_answer", "the final-answer section is empty")
-        digests = []
-        sizes = []
-        check = self.checker.check
-        for rel in images:
-            info, was_read = check(rel)
-            if was_read:
-                probed.append((rel, info))
-            if info.status != OK or info.decode_error is not None or (info.width or 0) < cfg.min_side:
-                drop = check_image(info, rel, cfg)
-                if drop is not None:
-                    return drop
-            w = info.width
-            h = info.height
-            if w * h > cfg.max_pixels or h < cfg.min_side:
-                return check_image(info, rel, cfg)
-            digests.append(info.sha256)
-            sizes.append((w, h))
-        question = strip_image_tags(user)
-        cols.add_fast(fast_uid(question, answer, digests), self.source, images, sizes, question, answer, msgs)
-        if cfg.drop_duplicates:
-            dup_keys.append(duplicate_key(digests, question, lazy=self._lazy_keys))
-        return None
+        # the vectorised path: plain sharegpt records, in the spelling of the first records
+        self.plain = None
+        if layout == "sharegpt" and not self._mapped:
+            self.plain = CONVERSATIONS if messages_key == "conversations" else MESSAGES
 
     def close(self) -> None:
         self.checker.close()
 
-    # ------------------------------------------------------------------ records
-
-    def _load(self, task: Task) -> tuple[list[Any], list[bytes] | None, dict[int, str]]:
-        """Parsed records of a task (``None`` for bad JSON), the raw JSON of row tasks, bad-JSON details."""
-        bad: dict[int, str] = {}
+    def run(self, task: Task) -> ChunkResult:
+        """Filter one task's records (every stage but duplicates)."""
+        before = self.checker.stats()
+        buf = task.read_range() if task.starts is not None else None
+        verdicts = _Verdicts(len(task))
+        probed: list[tuple[str, ImageInfo]] = []
+        batches: list[tuple[np.ndarray, pa.RecordBatch, list[bytes]]] = []
+        rows = raw = None
         if task.rows is not None:
             rows = task.rows.to_pylist()
-            key = self.config.columns.get("images", "images")
+            key = self._images_key
             raw = [orjson.dumps(_paths_only(r, key), default=_json_default) for r in rows]
-            return rows, raw, bad
-        buf = task.read_range()
-        view = memoryview(buf)  # orjson parses slices of it without copying them
-        records: list[Any] = []
-        loads = orjson.loads
-        for i, (s, e) in enumerate(zip(task.starts.tolist(), task.ends.tolist(), strict=True)):
-            try:
-                records.append(loads(view[s:e]))
-            except orjson.JSONDecodeError as exc:
-                records.append(None)
-                offset, message = _locate_error(buf[s:e], exc)
-                offset += task.base + s
-                line = int(task.lines[i]) if task.lines is not None else None
-                if not self.config.skip_bad_lines:
-                    raise BadRecordError(offset, line, message) from None
-                where = f"line {line}, byte {offset}" if line is not None else f"byte {offset}"
-                bad[i] = f"{message} ({where})"
-        return records, None, bad
+        slow = np.arange(len(task))
+        if self.plain is not None:
+            slow = self._run_plain(task, buf, verdicts, probed, batches)
+        if len(slow):
+            records = self._records(task, buf, rows, slow, verdicts)
+            batches.append(self._run_records(records, task.starts is not None, verdicts, probed))
+        after = self.checker.stats()
+        candidates, dup_keys = _merge(batches)
+        tight = _tight_spans(buf, task) if buf is not None else None
+        return ChunkResult(
+            number=task.number,
+            first=task.first,
+            n=len(task),
+            codes=verdicts.codes,
+            details=verdicts.details,
+            dup_keys=dup_keys,
+            batches=candidates,
+            buf=buf,
+            raw=raw,
+            cache=cache_rows(probed),
+            stats={k: after[j] - before[j] for j, k in enumerate(after._fields)},
+            plain=len(task) - len(slow),
+            tight_starts=tight[0] if tight else None,
+            tight_ends=tight[1] if tight else None,
+            newlines_before=tight[2] if tight else None,
+            newlines=tight[3] if tight else 0,
+        )
 
-    def run(self, task: Task) -> ChunkResult:
-        # the main process can re-read span records, so it settles image-key collisions itself
-        self._lazy_keys = task.starts is not None
-        records, raw, bad = self._load(task)
-        before = self.checker.stats()
+    @property
+    def _images_key(self) -> str:
+        return self.config.columns.get("images", "images")
+
+    # ------------------------------------------------------------------ the vectorised path
+
+    def _run_plain(
+        self,
+        task: Task,
+        buf: bytes | None,
+        verdicts: _Verdicts,
+        probed: list[tuple[str, ImageInfo]],
+        batches: list[tuple[np.ndarray, pa.RecordBatch, list[bytes]]],
+    ) -> np.ndarray:
+        """Decide the plain records of a task in bulk; returns the records left to the per-record path."""
+        from curation.plain_parse import parse_plain, plain_rows
+        from curation.plain_stages import (
+            canonical_batch,
+            duplicate_keys,
+            image_stages,
+            text_stages,
+            uids,
+        )
+
         cfg = self.config
-        n = len(records)
-        codes = bytearray(n)
-        details: dict[int, str] = {}
+        if buf is not None:
+            parsed = parse_plain(buf, task.starts, task.ends, task.fmt, self.plain)
+        else:
+            parsed = plain_rows(task.rows, self.plain)
+        if not len(parsed.rows):
+            return parsed.slow
+        n = len(parsed.rows)
+        text = text_stages(parsed.table, self.plain, cfg)
+        passed = np.zeros(n, dtype=bool)
+        passed[text.passed] = True
+        images = image_stages(
+            parsed.table.column(1).combine_chunks().filter(pa.array(passed)), self.checker, cfg
+        )
+        probed += images.probed
+        for r, drop in images.drops.items():
+            verdicts.drop(int(parsed.rows[text.passed[r]]), drop)
+        keep = pa.array(images.ok)
+        final = text.passed[images.ok]
+        question, answer = text.question.filter(keep), text.answer.filter(keep)
+        uid = uids(question, answer, images.hex, images.offsets)
+        dup_keys = []
+        if cfg.drop_duplicates:
+            dup_keys = duplicate_keys(question, images.hex, images.offsets, lazy=buf is not None)
+        chosen = np.zeros(n, dtype=bool)
+        chosen[final] = True
+        messages = (
+            parsed.table.column(0).combine_chunks().filter(pa.array(chosen))
+        )  # filter copies less than take
+        batch = canonical_batch(uid, self.source, images, question, answer, messages, self.plain)
+        batches.append((parsed.rows[final], batch, dup_keys))
+        # rows a text stage did not pass: the per-record path decides them
+        return np.union1d(parsed.slow, parsed.rows[~passed])
+
+    # ------------------------------------------------------------------ the per-record path
+
+    def _run_records(
+        self,
+        records: Iterator[tuple[int, Any]],
+        lazy_keys: bool,
+        verdicts: _Verdicts,
+        probed: list[tuple[str, ImageInfo]],
+    ) -> tuple[np.ndarray, pa.RecordBatch, list[bytes]]:
+        """Decide ``(index, record)`` pairs one by one; returns the candidates' columns.
+
+        ``lazy_keys``: duplicate keys may leave the question out (the main process can re-read
+        span records to compare questions).
+        """
+        cfg = self.config
+        cols = RecordColumns()
         dup_keys: list[bytes] = []
-        cols = _Columns()
-        probed: list[tuple[str, ImageInfo]] = []
+        candidates = []
         check = self.checker.check
-        fast = self._fast if self._fast_ok else None
-        for i, rec in enumerate(records):
-            if i in bad:
-                codes[i] = CODES["bad_json"]
-                details[i] = bad[i]
-                continue
-            if fast is not None:
-                drop = fast(rec, cols, dup_keys, probed)
-                if drop is not _NOT_PLAIN:
-                    if drop is not None:
-                        codes[i] = CODES[drop.reason]
-                        details[i] = drop.detail
-                    continue
+        for i, rec in records:
             drop, parsed, answer = self._text_stages(rec)
             if drop is None:
                 assert parsed is not None
@@ -499,24 +273,40 @@ class FilterWorker:
                     digests.append(info.sha256)
                     sizes.append((info.width, info.height))
                 if drop is None:
-                    self._add_canonical(parsed, answer, digests, sizes, cols, dup_keys)
+                    canonical = self._convert(parsed, digests, sizes)
+                    cols.add_record(canonical)
+                    candidates.append(i)
+                    if cfg.drop_duplicates:
+                        dup_keys.append(duplicate_key(digests, canonical["question"], lazy=lazy_keys))
             if drop is not None:
-                codes[i] = CODES[drop.reason]
-                details[i] = drop.detail
-        after = self.checker.stats()
-        stats = {k: after[j] - before[j] for j, k in enumerate(after._fields)}
-        return ChunkResult(
-            number=task.number,
-            first=task.first,
-            n=n,
-            codes=codes,
-            details=details,
-            dup_keys=dup_keys,
-            batch=cols.batch(),
-            raw=raw,
-            cache=cache_rows(probed),
-            stats=stats,
-        )
+                verdicts.drop(i, drop)
+        return np.array(candidates, dtype=np.int64), cols.batch(), dup_keys
+
+    def _records(
+        self, task: Task, buf: bytes | None, rows: list[Any] | None, which: np.ndarray, verdicts: _Verdicts
+    ) -> Iterator[tuple[int, Any]]:
+        """``(index, record)`` of records ``which``; bad JSON is recorded (or raised, in strict mode)."""
+        if rows is not None:
+            for i in which.tolist():
+                yield i, rows[i]
+            return
+        assert buf is not None
+        view = memoryview(buf)  # orjson parses slices of it without copying them
+        loads = orjson.loads
+        for i in which.tolist():
+            s, e = int(task.starts[i]), int(task.ends[i])
+            try:
+                rec = loads(view[s:e])
+            except orjson.JSONDecodeError as exc:
+                offset, message = _locate_error(buf[s:e], exc)
+                offset += task.base + s
+                line = int(task.lines[i]) if task.lines is not None else None
+                if not self.config.skip_bad_lines:
+                    raise BadRecordError(offset, line, message) from None
+                where = f"line {line}, byte {offset}" if line is not None else f"byte {offset}"
+                verdicts.drop(i, Drop("bad_json", f"{message} ({where})"))
+                continue
+            yield i, rec
 
     def _text_stages(self, rec: Any) -> tuple[Drop | None, ParsedRecord | None, str | None]:
         """Structure, tags, reflective text and empty answers; also returns the canonical answer."""
@@ -530,45 +320,12 @@ class FilterWorker:
         drop = check_reflective(parsed, self.patterns)
         if drop is not None:
             return drop, None, None
-        answer = self._answer(parsed)
+        answer = canonical_answer(parsed)
         if self.config.drop_empty_answers:
             drop = check_empty_answer(parsed, answer)
             if drop is not None:
                 return drop, None, None
         return None, parsed, answer
-
-    @staticmethod
-    def _answer(parsed: ParsedRecord) -> str:
-        """The canonical ``answer``, as the converters compute it."""
-        text = parsed.answer_text
-        if parsed.layout in ("pebr", "canonical"):
-            return text or ""
-        if text is None:
-            return ""
-        answer = fast_final_answer(text)
-        return answer if answer is not None else text.strip()
-
-    def _add_canonical(
-        self,
-        parsed: ParsedRecord,
-        answer: str,
-        digests: list[str],
-        sizes: list[tuple[int, int]],
-        cols: _Columns,
-        dup_keys: list[bytes],
-    ) -> None:
-        rec = parsed.record
-        if parsed.layout == "sharegpt" and not self._mapped and type(rec) is dict and _is_plain_sharegpt(rec):
-            user = next(c for r, c in parsed.turns if r == "user")
-            question = strip_image_tags(user)
-            uid = fast_uid(question, answer, digests)
-            cols.add_fast(uid, self.source, parsed.images, sizes, question, answer, rec["messages"])
-        else:
-            canonical = self._convert(parsed, digests, sizes)
-            cols.add_record(canonical)
-            question = canonical["question"]
-        if self.config.drop_duplicates:
-            dup_keys.append(duplicate_key(digests, question, lazy=self._lazy_keys))
 
     def _convert(
         self, parsed: ParsedRecord, digests: list[str], sizes: list[tuple[int, int]]
@@ -587,11 +344,66 @@ class FilterWorker:
         return out
 
 
+def _merge(
+    parts: list[tuple[np.ndarray, pa.RecordBatch, list[bytes]]],
+) -> tuple[list[pa.RecordBatch], list[bytes]]:
+    """The candidates of both paths in input order: slices of their batches (no copies) and keys."""
+    parts = [p for p in parts if len(p[0])]
+    if len(parts) <= 1:
+        return [p[1] for p in parts], parts[0][2] if parts else []
+    index = np.concatenate([p[0] for p in parts])
+    source = np.concatenate([np.full(len(p[0]), k) for k, p in enumerate(parts)])
+    position = np.concatenate([np.arange(len(p[0])) for p in parts])
+    order = np.argsort(index, kind="stable")
+    source, position = source[order], position[order]
+    starts = np.flatnonzero(
+        np.concatenate(([True], (source[1:] != source[:-1]) | (position[1:] != position[:-1] + 1)))
+    )
+    lengths = np.diff(np.concatenate((starts, [len(order)])))
+    batches, keys = [], []
+    for at, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+        part, first = parts[int(source[at])], int(position[at])
+        batches.append(part[1].slice(first, length))
+        keys += part[2][first : first + length]
+    return batches, keys
+
+
+_BLANK = np.zeros(256, dtype=bool)
+_BLANK[[0x20, 0x09, 0x0A, 0x0D]] = True
+
+
+def _tight_spans(buf: bytes, task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Each record's span without the blanks around it, and the newline counts for line numbers.
+
+    So that the main process can copy kept records from the input file and name the line of
+    dropped ones without reading the task's bytes itself.
+    """
+    a = np.frombuffer(buf, dtype=np.uint8)
+    s = task.starts.astype(np.int64)
+    e = task.ends.astype(np.int64)
+    while True:  # blank runs at record edges are a few bytes: a few vectorised steps
+        move = s < e
+        move[move] = _BLANK[a[s[move]]]
+        if not move.any():
+            break
+        s[move] += 1
+    while True:
+        move = e > s
+        move[move] = _BLANK[a[e[move] - 1]]
+        if not move.any():
+            break
+        e[move] -= 1
+    newline_at = np.flatnonzero(a == 0x0A)
+    return s, e, np.searchsorted(newline_at, s), len(newline_at)
+
+
 def _canonical_row(
     rec: Mapping[str, Any], images: tuple[str, ...], sizes: list[tuple[int, int]]
 ) -> dict[str, Any]:
     """A canonical input row as it goes to ``kept.parquet``: unchanged, except that image paths
     become ``{"bytes": None, "path": p}`` structs and missing image sizes are the measured ones."""
+    from curation.schema import RECORD_SCHEMA
+
     row = {name: rec.get(name) for name in RECORD_SCHEMA.names}
     row["images"] = [{"bytes": None, "path": p} for p in images]
     if not row["image_sizes"]:
@@ -666,14 +478,21 @@ def _locate_error(span: bytes, exc: orjson.JSONDecodeError) -> tuple[int, str]:
 _WORKER: FilterWorker | None = None
 
 
-def init_worker(config: FilterConfig, layout: str, image_root: str, cache_path: str | None) -> None:
+def init_worker(
+    config: FilterConfig, layout: str, image_root: str, cache_path: str | None, messages_key: str | None
+) -> None:
     """Pool initializer: build this process's :class:`FilterWorker` (loads the image cache once)."""
     global _WORKER
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER = FilterWorker(config, layout, image_root, cache_path)
+    from curation.images import load_cache
+
+    cache = load_cache(cache_path, image_root) if cache_path else None
+    _WORKER = FilterWorker(config, layout, image_root, cache, messages_key)
 
 
 def run_task(task: Task) -> ChunkResult:
-    """Pool entry point."""
+    """Pool entry point; the task's bytes stay here (the main process reads them itself)."""
     assert _WORKER is not None, "init_worker was not called in this process"
-    return _WORKER.run(task)
+    res = _WORKER.run(task)
+    res.buf = None  # the main process copies kept records from the file itself
+    return res

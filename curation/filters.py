@@ -28,11 +28,13 @@ reason                 drops a record when
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from curation.filter_config import FilterConfig
 from curation.images import CORRUPT, MISSING, UNSAFE, ImageInfo
+from rewards.sections import _HEADER_RE, FINAL_ANSWER
 
 
 class Stage(NamedTuple):
@@ -283,6 +285,42 @@ def check_reflective(parsed: ParsedRecord, patterns_lower: Sequence[str]) -> Dro
             if pattern in low:
                 return Drop("reflective", f"turn {i} contains {pattern!r}")
     return None
+
+
+_FA_LITERAL = FINAL_ANSWER.removeprefix("###").strip()  # "The final answer is:"
+_FA_PREFIX = re.compile(r"[ \t]*###[ \t]*")
+
+
+def fast_final_answer(text: str) -> str | None:
+    """Exactly :func:`rewards.sections.final_answer`, without parsing every section.
+
+    The last ``### The final answer is:`` header is found from the end (a header is the
+    literal at a line start after ``[ \\t]*###[ \\t]*``, which is what the shared regex
+    matches); its body runs to the next header of any kind.
+    """
+    end = len(text)
+    while True:
+        p = text.rfind(_FA_LITERAL, 0, end)
+        if p < 0:
+            return None
+        line_start = text.rfind("\n", 0, p) + 1
+        if _FA_PREFIX.fullmatch(text, line_start, p):
+            break
+        end = p + len(_FA_LITERAL) - 1
+    body_start = p + len(_FA_LITERAL)
+    nxt = _HEADER_RE.search(text, body_start)
+    return text[body_start : nxt.start() if nxt else len(text)].strip()
+
+
+def canonical_answer(parsed: ParsedRecord) -> str:
+    """The canonical ``answer`` of a parsed record, as the converters compute it."""
+    text = parsed.answer_text
+    if parsed.layout in ("pebr", "canonical"):
+        return text or ""
+    if text is None:
+        return ""
+    answer = fast_final_answer(text)
+    return answer if answer is not None else text.strip()
 
 
 def check_empty_answer(parsed: ParsedRecord, answer: str | None) -> Drop | None:

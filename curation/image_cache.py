@@ -205,6 +205,31 @@ class CachedInfos:
         i = self.row.get(rel)
         if i is None:
             return None
+        return self.info_at(i)
+
+    def still_valid(
+        self, i: int, size: int, mtime_ns: int, verify: bool, decode_max_pixels: int | None
+    ) -> bool:
+        """Whether row ``i`` holds for a file of this size and mtime (see ``ImageChecker``)."""
+        if self.size[i] != size or self.mtime[i] != mtime_ns:
+            return False
+        if verify and self.status_names[self.status[i]] == OK and not self.decoded[i]:
+            pixels = max(self.width[i], 0) * max(self.height[i], 0)
+            return decode_max_pixels is not None and pixels > decode_max_pixels
+        return True
+
+    def hex_digests(self, rows: Any) -> Any:
+        """The SHA-256 hex digests of ``rows`` as an ``(n, 64)`` array of ASCII bytes."""
+        import numpy as np
+
+        hexdigits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+        raw = np.frombuffer(self.digests, dtype=np.uint8).reshape(-1, 32)[rows]
+        out = np.empty((len(raw), 64), dtype=np.uint8)
+        out[:, 0::2] = hexdigits[raw >> 4]
+        out[:, 1::2] = hexdigits[raw & 15]
+        return out
+
+    def info_at(self, i: int) -> ImageInfo:
         w, h = self.width[i], self.height[i]
         return ImageInfo(
             self.status_names[self.status[i]],

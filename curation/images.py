@@ -59,6 +59,7 @@ __all__ = [
     "UNSAFE",
     "CacheWriter",
     "CachedInfos",
+    "ImageBatch",
     "ImageChecker",
     "ImageInfo",
     "PathResolver",
@@ -235,6 +236,7 @@ class ImageChecker:
         self.verify = verify
         self.decode_max_pixels = decode_max_pixels
         self.cache: Any = cache if cache is not None else {}
+        self._rows = cache.row if isinstance(cache, CachedInfos) else None
         # files read in this run, so an image shared by several records is read once
         self._recent: collections.OrderedDict[str, ImageInfo] = collections.OrderedDict()
         self.checked = self.cache_hits = self.opened = self.fallbacks = self.decoded = 0
@@ -262,37 +264,125 @@ class ImageChecker:
 
     def check(self, rel: str) -> tuple[ImageInfo, bool]:
         """Check one image; returns its info and whether the file was read (not cached)."""
+        info, row, was_read = self._check(rel)
+        if info is None:
+            info = self.cache.info_at(row)
+        return info, was_read
+
+    def _check(self, rel: str) -> tuple[ImageInfo | None, int, bool]:
+        """``(info, -1, was_read)``, or ``(None, row, False)`` for a valid row of a sidecar cache.
+
+        Sidecar hits stay row numbers so that :meth:`check_many` can gather their columns.
+        """
         self.checked += 1
         why = self.resolver.lexical(rel)
         if why is not None:
-            return ImageInfo(UNSAFE, detail=why), False
+            return ImageInfo(UNSAFE, detail=why), -1, False
         rel_dir, _, name = rel.rpartition("/")
         dfd, status, why = self.resolver.directory(rel_dir)
         if status is not None:
             if status == MISSING:
                 why = f"no file at {rel!r} ({why})"
-            return ImageInfo(status, detail=why), False
+            return ImageInfo(status, detail=why), -1, False
         target = name if dfd is not None else self.resolver.full_path(rel)
-        hit = self._recent.get(rel) or self.cache.get(rel)
-        if hit is not None:
+        hit = self._recent.get(rel)
+        row = -1
+        if hit is None:
+            if self._rows is not None:
+                row = self._rows.get(rel, -1)
+            else:
+                hit = self.cache.get(rel)
+        if hit is not None or row >= 0:
             # a cheap stat decides whether the cached answer still holds
             try:
                 st = os.stat(target, dir_fd=dfd, follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode) and self.resolver.check_link(rel) is None:
                     st = os.stat(target, dir_fd=dfd)  # a link inside the root: key by its target
             except FileNotFoundError:
-                return ImageInfo(MISSING, detail=f"no file at {rel!r}"), False
+                return ImageInfo(MISSING, detail=f"no file at {rel!r}"), -1, False
             except OSError as exc:
-                return ImageInfo(CORRUPT, detail=f"cannot stat {rel!r}: {_describe(exc)}"), False
-            if stat.S_ISREG(st.st_mode) and self._still_valid(hit, st):
-                self.cache_hits += 1
-                return hit, False
+                return ImageInfo(CORRUPT, detail=f"cannot stat {rel!r}: {_describe(exc)}"), -1, False
+            if stat.S_ISREG(st.st_mode):
+                if hit is not None and self._still_valid(hit, st):
+                    self.cache_hits += 1
+                    return hit, -1, False
+                if row >= 0 and self.cache.still_valid(
+                    row, st.st_size, st.st_mtime_ns, self.verify, self.decode_max_pixels
+                ):
+                    self.cache_hits += 1
+                    return None, row, False
         info = self._open_and_probe(target, dfd, rel)
         if info.mtime_ns is not None:
             self._recent[rel] = info
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
-        return info, True
+        return info, -1, True
+
+    def check_many(self, rels: list[str]) -> ImageBatch:
+        """:meth:`check` of each path in turn, as columns; see :class:`ImageBatch`.
+
+        Paths whose sidecar entry still holds (the common case of a rerun) are settled here
+        with one ``stat`` each; anything else (unsafe, missing, changed, symlinks, files read
+        earlier in this run) goes through :meth:`_check`, in order, as with :meth:`check`.
+        """
+        import numpy as np
+
+        n = len(rels)
+        infos: list[ImageInfo | None] = [None] * n
+        rows = np.full(n, -1, dtype=np.int64)
+        opened = np.zeros(n, dtype=bool)
+        rest = range(n)
+        if self._rows is not None:
+            rest = self._sidecar_hits(rels, rows)
+        check = self._check
+        for i in rest:
+            info, row, was_read = check(rels[i])
+            if info is None:
+                rows[i] = row
+            else:
+                infos[i] = info
+                opened[i] = was_read
+        return ImageBatch(rels, infos, rows, opened, self.cache)
+
+    def _sidecar_hits(self, rels: list[str], rows: Any) -> list[int]:
+        """Fill ``rows`` for paths with a valid sidecar row; returns the other positions."""
+        get = self._rows.get
+        recent = self._recent
+        lexical = self.resolver.lexical
+        directory = self.resolver.directory
+        cache = self.cache
+        size, mtime = cache.size, cache.mtime
+        verify, limit = self.verify, self.decode_max_pixels
+        stat_, is_reg = os.stat, stat.S_ISREG
+        rest = []
+        for i, rel in enumerate(rels):
+            row = get(rel, -1)
+            if row < 0 or (recent and rel in recent) or lexical(rel) is not None:
+                rest.append(i)
+                continue
+            rel_dir, _, name = rel.rpartition("/")
+            dfd = directory(rel_dir)[0]
+            if dfd is None:  # a bad directory, or no openat: the general path words it
+                rest.append(i)
+                continue
+            try:
+                st = stat_(name, dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                rest.append(i)
+                continue
+            if (
+                st.st_size != size[row]
+                or st.st_mtime_ns != mtime[row]
+                or not is_reg(st.st_mode)
+                or (verify and not cache.still_valid(row, st.st_size, st.st_mtime_ns, verify, limit))
+            ):
+                rest.append(i)
+                continue
+            rows[i] = row
+        hits = len(rels) - len(rest)
+        self.checked += hits
+        self.cache_hits += hits
+        return rest
 
     def _open_and_probe(self, target: str, dfd: int | None, rel: str) -> ImageInfo:
         try:
@@ -330,6 +420,52 @@ class ImageChecker:
         self.fallbacks += fallback
         self.decoded += info.decoded
         return info
+
+
+class ImageBatch:
+    """The results of :meth:`ImageChecker.check_many`, as columns over its paths.
+
+    ``rows[i] >= 0``: path ``i`` is row ``rows[i]`` of the sidecar cache; otherwise
+    ``infos[i]`` holds its :class:`ImageInfo`. ``opened[i]``: the file was read for it.
+    """
+
+    def __init__(self, rels: list[str], infos: list[ImageInfo | None], rows: Any, opened: Any, cache: Any):
+        import numpy as np
+
+        self.rels = rels
+        self.infos = infos
+        self.rows = rows
+        self.opened = opened
+        self.cache = cache
+        n = len(rels)
+        from_cache = rows >= 0
+        self.status_ok = np.zeros(n, dtype=bool)
+        self.width = np.full(n, -1, dtype=np.int64)
+        self.height = np.full(n, -1, dtype=np.int64)
+        self.decode_error = np.zeros(n, dtype=bool)
+        self.hex = np.zeros((n, 64), dtype=np.uint8)
+        if from_cache.any():
+            r = rows[from_cache]
+            status = np.frombuffer(cache.status, dtype=np.uint8)[r]
+            ok_code = cache.status_names.index(OK) if OK in cache.status_names else -1
+            self.status_ok[from_cache] = status == ok_code
+            self.width[from_cache] = np.frombuffer(cache.width, dtype=np.int64)[r]
+            self.height[from_cache] = np.frombuffer(cache.height, dtype=np.int64)[r]
+            self.hex[from_cache] = cache.hex_digests(r)
+            if cache.decode_error:
+                self.decode_error[from_cache] = [int(i) in cache.decode_error for i in r]
+        for i in np.flatnonzero(~from_cache).tolist():
+            info = infos[i]
+            self.status_ok[i] = info.status == OK
+            if info.status == OK:
+                self.width[i], self.height[i] = info.width, info.height
+                self.hex[i] = np.frombuffer(info.sha256.encode(), dtype=np.uint8)
+            self.decode_error[i] = info.decode_error is not None
+
+    def info(self, i: int) -> ImageInfo:
+        """The :class:`ImageInfo` of path ``i``."""
+        info = self.infos[i]
+        return info if info is not None else self.cache.info_at(int(self.rows[i]))
 
 
 def probe_file(image_root: str | os.PathLike[str], rel: str, *, verify: bool = False) -> ImageInfo:

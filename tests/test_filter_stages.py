@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from _filter_fixtures import DOTTED_I, KELVIN, answer
 
 from curation.filter_config import FilterConfig, config_from_mapping, load_filter_config
-from curation.filter_worker import _string_array, fast_final_answer, fast_uid
+from curation.filter_worker import fast_final_answer
 from curation.filters import (
     REASONS,
     STAGES,
@@ -21,6 +22,8 @@ from curation.filters import (
     parse_pebr,
     parse_sharegpt,
 )
+from curation.plain_stages import uids
+from curation.record_columns import string_array
 from curation.schema import compute_uid
 from rewards.sections import final_answer
 
@@ -197,17 +200,31 @@ def test_fast_final_answer_equals_the_shared_parser_on_random_texts():
         assert fast_final_answer(text) == final_answer(text), repr(text)
 
 
-@pytest.mark.parametrize(
-    ("question", "ans", "digests"),
-    [
-        ("q", "a", []),  # no images
-        ("∠ABC = ?", "", ["ab" * 32]),  # non-ASCII, empty answer
-        ("q", "a", ["ab" * 32, "cd" * 32]),  # two images
-        ("x\ud800", "y", ["ab" * 32]),  # a lone surrogate, as compute_uid allows
-    ],
-)
-def test_fast_uid_equals_compute_uid(question, ans, digests):
-    assert fast_uid(question, ans, digests) == compute_uid(question, ans, digests)
+UID_CASES = [
+    ("q", "a", []),  # no images
+    ("∠ABC = ?", "", ["ab" * 32]),  # non-ASCII, empty answer
+    ("q", "a", ["ab" * 32, "cd" * 32]),  # two images
+    ("", "日本語", ["ef" * 32]),  # empty question, multi-byte answer
+]
+
+
+@pytest.mark.parametrize(("question", "ans", "digests"), UID_CASES)
+def test_vectorised_uid_equals_compute_uid(question, ans, digests):
+    hexes = np.frombuffer("".join(digests).encode(), dtype=np.uint8).reshape(-1, 64)
+    got = uids(pa.array([question]), pa.array([ans]), hexes, np.array([0, len(digests)]))
+    assert got == [compute_uid(question, ans, digests)]
+
+
+def test_vectorised_uids_of_many_rows_at_once():
+    hexes = np.frombuffer("".join(d for _q, _a, ds in UID_CASES for d in ds).encode(), dtype=np.uint8)
+    offsets = np.cumsum([0] + [len(ds) for _q, _a, ds in UID_CASES])
+    got = uids(
+        pa.array([q for q, _a, _d in UID_CASES]),
+        pa.array([a for _q, a, _d in UID_CASES]),
+        hexes.reshape(-1, 64),
+        offsets,
+    )
+    assert got == [compute_uid(q, a, d) for q, a, d in UID_CASES]
 
 
 @pytest.mark.parametrize(
@@ -242,7 +259,7 @@ def test_lazy_duplicate_keys_depend_on_images_only():
     ],
 )
 def test_string_arrays_from_buffers_equal_pa_array(values):
-    assert _string_array(list(values)).equals(pa.array(values, pa.string()))
+    assert string_array(list(values)).equals(pa.array(values, pa.string()))
 
 
 def test_stage_table_lists_every_reason_once():
