@@ -14,8 +14,10 @@ For each dataset (generated with ``shared/bench/gen_mulberry.py`` when absent) i
    machine reclaims pages unused for about a minute): the reference (``reference_filter.py``),
    ``pebr curate filter`` with no image cache, and ``pebr curate filter`` rerun with its
    metadata cache;
-3. reports median wall time and peak memory. Memory is the peak over time of the summed
-   RSS of the whole process tree (pebr's worker processes included), polled every 10 ms.
+3. reports median wall and CPU time of those runs, and peak memory from one more run of each
+   (``median_peak_*`` keys): the peak over time of the summed RSS of the whole process tree
+   (pebr's worker processes included), polled every 10 ms. Timed runs are not polled: the
+   poller's CPU would slow a command using both cores (pebr) but not one using one.
 
 Prints a table and writes the numbers as JSON (``--json``).
 """
@@ -127,12 +129,15 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``cmd``: wall seconds, CPU seconds of the whole tree, and memory.
+def measure(cmd: list[str], env: dict[str, str] | None = None, *, memory: bool = False) -> dict[str, float]:
+    """Run ``cmd``: wall seconds, CPU seconds of the whole tree, and (``memory``) memory.
 
     Memory: the peak over time of the summed RSS of the process tree (conservative: shared
     library pages count once per process), of the summed PSS (shared pages split between
-    the processes that map them), and the largest single RSS.
+    the processes that map them), and the largest single RSS. Polling the tree every 10 ms
+    takes CPU from the command: on two cores it slows a command that uses both (pebr) and
+    not one that uses one (the reference), so timed runs do not poll and memory is measured
+    in runs of its own.
     """
     peak = [0, 0, 0]
     load = os.getloadavg()[0]
@@ -154,11 +159,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
             done.wait(0.01)
 
     th = threading.Thread(target=poll, daemon=True)
-    th.start()
+    if memory:
+        th.start()
     _out, err = proc.communicate()
     wall = time.perf_counter() - t0
     done.set()
-    th.join()
+    if memory:
+        th.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err.decode()[-3000:]}")
@@ -274,34 +281,47 @@ def bench_dataset(data: Path, records: int, runs: int, workers: int | None, tmp:
         raise SystemExit(f"the reference kept {ref_check['kept']}, the manifest says {result['correctness']}")
     print(f"[{records}] correctness: {result['correctness']}", file=sys.stderr, flush=True)
 
-    timings: dict[str, list[dict]] = {"reference": [], "pebr": [], "pebr_cached": []}
+    def one(name: str, memory: bool) -> dict:
+        warm(data)
+        if name == "reference":
+            return measure(reference_cmd(data, ref_out), memory=memory)
+        if name == "pebr":
+            sidecar.unlink(missing_ok=True)
+            return measure(pebr_cmd(data, cold_out, workers), env, memory=memory)
+        if not sidecar.exists():
+            measure(pebr_cmd(data, cold_out, workers), env)
+        return measure(pebr_cmd(data, warm_out, workers), env, memory=memory)
+
+    names = ("reference", "pebr", "pebr_cached")
+    timings: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(runs):
-        for name in ("reference", "pebr", "pebr_cached"):
-            warm(data)
-            if name == "reference":
-                m = measure(reference_cmd(data, ref_out))
-            elif name == "pebr":
-                sidecar.unlink(missing_ok=True)
-                m = measure(pebr_cmd(data, cold_out, workers), env)
-            else:
-                if not sidecar.exists():
-                    measure(pebr_cmd(data, cold_out, workers), env)
-                m = measure(pebr_cmd(data, warm_out, workers), env)
+        for name in names:
+            m = one(name, memory=False)
             timings[name].append(m)
             print(
                 f"[{records}] run {r + 1}/{runs} {name:12s} {m['seconds']:6.2f}s wall "
-                f"{m['cpu_seconds']:6.2f}s cpu {m['peak_tree_rss_mb']:6.0f} MB rss "
-                f"{m['peak_tree_pss_mb']:6.0f} MB pss (load {m['load_before']:.1f})",
+                f"{m['cpu_seconds']:6.2f}s cpu (load {m['load_before']:.1f})",
                 file=sys.stderr,
                 flush=True,
             )
+    memory_runs = {}
+    for name in names:
+        m = memory_runs[name] = one(name, memory=True)
+        print(
+            f"[{records}] memory run {name:12s} {m['peak_tree_rss_mb']:6.0f} MB rss "
+            f"{m['peak_tree_pss_mb']:6.0f} MB pss ({m['seconds']:.2f}s wall while polled)",
+            file=sys.stderr,
+            flush=True,
+        )
     for name, ms in timings.items():
+        mem = memory_runs[name]
         result[name] = {
             "median_seconds": statistics.median(m["seconds"] for m in ms),
             "median_cpu_seconds": statistics.median(m["cpu_seconds"] for m in ms),
-            "median_peak_tree_rss_mb": statistics.median(m["peak_tree_rss_mb"] for m in ms),
-            "median_peak_tree_pss_mb": statistics.median(m["peak_tree_pss_mb"] for m in ms),
+            "median_peak_tree_rss_mb": mem["peak_tree_rss_mb"],
+            "median_peak_tree_pss_mb": mem["peak_tree_pss_mb"],
             "runs": ms,
+            "memory_run": mem,
         }
     ref = result["reference"]
     for name in ("pebr", "pebr_cached"):
