@@ -152,9 +152,12 @@ def test_empty_easy_bucket_skips_stage1(inputs, tmp_path):
 
 
 @pytest.mark.slow
-def test_threshold_rule_takes_the_scoring_n_and_the_held_out_split_follows(inputs, tmp_path):
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_threshold_rule_takes_the_scoring_n_and_the_held_out_split_follows(inputs, tmp_path, adaptive):
     """A recipe's `splits.rule` need not repeat n (the scoring's n is used), and a pool scored
-    through a `max_questions` slice still records the held-out test.parquet next to it."""
+    through a `max_questions` slice still records the held-out test.parquet next to it. With
+    `difficulty.adaptive` the scoring stops each question once that rule decides it: the same
+    buckets from fewer rollouts."""
     from trainer.cli import run
 
     sft, _ = inputs
@@ -165,10 +168,15 @@ def test_threshold_rule_takes_the_scoring_n_and_the_held_out_split_follows(input
     sets = [f"sft.data.train={sft}", f"difficulty.pool={pool}", "difficulty.backend=replay"]
     sets += [f"difficulty.options.path={replay}", "difficulty.n=4", "difficulty.max_questions=8"]
     sets += ["splits.rule={kind: thresholds, easy_min: 0.5, hard_max: 0.0}", "stage1.max_steps=1"]
-    sets += ["stage2.max_steps=1"]
+    sets += ["stage2.max_steps=1", f"difficulty.adaptive={str(adaptive).lower()}"]
     args = ["train", "pipeline", "--config", str(SMOKE), "--out", str(out)]
     assert run([*args, *[x for item in sets for x in ("--set", item)]]) == 0
     report = json.loads((out / "splits" / "splits_report.json").read_text())
+    from curation.rollouts import RolloutStore
+
+    stored = len(RolloutStore(out / "difficulty").read())
+    # right answers come first: 4 or 2 right are easy after 2 samples; 1 or 0 right need all 4
+    assert stored == (2 * (2 + 2 + 4 + 4) if adaptive else 8 * 4)
     # pass rates 1, 0.5, 0.25, 0 in turn: easy >= 0.5, hard <= 0
     assert {k: report["counts"][k] for k in ("easy", "medium", "hard", "undecided")} == {
         "easy": 4,
