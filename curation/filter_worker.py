@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -478,12 +479,26 @@ def _locate_error(span: bytes, exc: orjson.JSONDecodeError) -> tuple[int, str]:
 _WORKER: FilterWorker | None = None
 
 
+class _NoPandas:
+    """A meta path finder that makes ``import pandas`` fail (in worker processes only)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("pandas is not loaded in pebr filter workers", name=name)
+        return None
+
+
 def init_worker(
     config: FilterConfig, layout: str, image_root: str, cache_path: str | None, messages_key: str | None
 ) -> None:
     """Pool initializer: build this process's :class:`FilterWorker` (loads the image cache once)."""
     global _WORKER
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # pyarrow imports pandas (about 0.4 s and 50 MB here) the first time it converts a Python
+    # value, only to look for pandas types, and a worker has none: an import that fails tells
+    # pyarrow there is no pandas (this is a fresh process of its own, started with spawn)
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
     from curation.images import load_cache
 
     cache = load_cache(cache_path, image_root) if cache_path else None
