@@ -593,6 +593,7 @@ def _absorb(
     import numpy as np
     import pyarrow as pa
 
+    from curation.record_columns import int64_array, string_array
     from curation.schema import RECORD_SCHEMA
 
     dedup.add_task(task)
@@ -675,7 +676,16 @@ def _absorb(
             cols["line"].append(None)
             cols["offset"].append(None)
             cols["raw"].append(res.raw[i].decode("utf-8", "replace"))
-    dropped_pq.write([pa.RecordBatch.from_pydict(cols, schema=dropped_pq.schema)])
+    # from buffers: building it from Python lists would import pandas into this process
+    arrays = [
+        int64_array(cols["index"]),
+        string_array(cols["reason"]),
+        string_array(cols["detail"]),
+        int64_array(cols["line"]),
+        int64_array(cols["offset"]),
+        string_array(cols["raw"]),
+    ]
+    dropped_pq.write([pa.RecordBatch.from_arrays(arrays, schema=dropped_pq.schema)])
 
 
 def _check_accounting(report: FilterReport, json_count: int, kept_rows: int, dropped_rows: int) -> None:

@@ -119,20 +119,32 @@ def int32_array(values: list[int]) -> pa.Array:
     return pa.Array.from_buffers(pa.int32(), len(buf), [None, pa.py_buffer(buf)])
 
 
+def _validity(values: list[Any]) -> tuple[Any, int]:
+    """(validity bitmap or None, null count) of a list with ``None`` for nulls."""
+    if None not in values:
+        return None, 0
+    bits = bytearray((len(values) + 7) // 8)
+    nulls = 0
+    for i, v in enumerate(values):
+        if v is None:
+            nulls += 1
+        else:
+            bits[i >> 3] |= 1 << (i & 7)
+    return pa.py_buffer(bytes(bits)), nulls
+
+
+def int64_array(values: list[int | None]) -> pa.Array:
+    validity, nulls = _validity(values)
+    buf = array.array("q", [v if v is not None else 0 for v in values] if nulls else values)
+    return pa.Array.from_buffers(pa.int64(), len(buf), [validity, pa.py_buffer(buf)], null_count=nulls)
+
+
 def string_array(values: list[str | None]) -> pa.Array:
     n = len(values)
-    validity = None
-    nulls = 0
-    if None in values:
-        mask = [v is not None for v in values]
-        nulls = n - sum(mask)
+    validity, nulls = _validity(values)
+    if nulls:
         if nulls == n:
             return pa.nulls(n, pa.string())
-        bits = bytearray((n + 7) // 8)
-        for i, present in enumerate(mask):
-            if present:
-                bits[i >> 3] |= 1 << (i & 7)
-        validity = pa.py_buffer(bytes(bits))
         values = [v if v is not None else "" for v in values]
     # one encode of the joined text (the UTF-8 of a concatenation is the concatenation of the
     # UTF-8s); only non-ASCII strings need their own encoded length
