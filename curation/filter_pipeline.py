@@ -233,16 +233,15 @@ class _LineCounter:
         self.offset = 0
         self.line = 1
 
-    def task_start(self, base: int) -> int:
-        """The line number at byte ``base`` (the start of the next task)."""
+    def task(self, base: int, length: int, newlines: int) -> int:
+        """The line number at byte ``base``, the start of the next task of ``length`` bytes
+        holding ``newlines`` newlines."""
         if base > self.offset:
             self.line += _pread(self.path, self.offset, base - self.offset).count(b"\n")
-            self.offset = base
-        return self.line
-
-    def task_end(self, base: int, length: int, newlines: int) -> None:
-        self.line = self.task_start(base) + newlines
+        at_base = self.line
+        self.line += newlines
         self.offset = base + length
+        return at_base
 
 
 _FDS: dict[str, int] = {}
@@ -651,8 +650,7 @@ def _absorb(
     line_base = None
     if spans and task.lines is None:
         assert lines is not None
-        line_base = lines.task_start(task.base)
-        lines.task_end(task.base, task.length, res.newlines)
+        line_base = lines.task(task.base, task.length, res.newlines)
     if len(kept_idx) == res.n:
         return
     dropped = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8)).tolist()

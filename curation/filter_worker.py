@@ -42,7 +42,7 @@ from curation.filters import (
     parse_record,
 )
 from curation.images import ImageChecker, ImageInfo, cache_rows
-from curation.io import Task
+from curation.io import Task, trim_spans
 from curation.record_columns import RecordColumns
 
 logger = logging.getLogger(__name__)
@@ -67,8 +67,7 @@ class ChunkResult:
     ``codes[i]`` is 0 for a record that passed every stage so far (a *candidate*) or the
     :data:`curation.filters.CODES` value of its drop reason, with the reason's detail in
     ``details[i]``. Candidates appear in ``batches`` (canonical columns, one after another)
-    and ``dup_keys`` in input order. ``buf`` is the task's bytes (span tasks), ``raw`` each record's JSON (row
-    tasks).
+    and ``dup_keys`` in input order. ``raw`` is each record's JSON (row tasks).
     """
 
     number: int
@@ -78,7 +77,6 @@ class ChunkResult:
     details: dict[int, str]
     dup_keys: list[bytes]
     batches: list[pa.RecordBatch]
-    buf: bytes | None = None
     raw: list[bytes] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
@@ -169,7 +167,6 @@ class FilterWorker:
             details=verdicts.details,
             dup_keys=dup_keys,
             batches=candidates,
-            buf=buf,
             raw=raw,
             cache=cache_rows(probed),
             stats={k: after[j] - before[j] for j, k in enumerate(after._fields)},
@@ -369,33 +366,19 @@ def _merge(
     return batches, keys
 
 
-_BLANK = np.zeros(256, dtype=bool)
-_BLANK[[0x20, 0x09, 0x0A, 0x0D]] = True
-
-
-def _tight_spans(buf: bytes, task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Each record's span without the blanks around it, and the newline counts for line numbers.
+def _tight_spans(buf: bytes, task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """Each record's span without the blanks around it and, for a JSON list (JSON Lines
+    tasks carry their line numbers), the newlines before each record and in the task.
 
     So that the main process can copy kept records from the input file and name the line of
     dropped ones without reading the task's bytes itself.
     """
     a = np.frombuffer(buf, dtype=np.uint8)
-    s = task.starts.astype(np.int64)
-    e = task.ends.astype(np.int64)
-    while True:  # blank runs at record edges are a few bytes: a few vectorised steps
-        move = s < e
-        move[move] = _BLANK[a[s[move]]]
-        if not move.any():
-            break
-        s[move] += 1
-    while True:
-        move = e > s
-        move[move] = _BLANK[a[e[move] - 1]]
-        if not move.any():
-            break
-        e[move] -= 1
+    lo, hi = trim_spans(a, task.starts, task.ends)
+    if task.lines is not None:
+        return lo, hi, None, 0
     newline_at = np.flatnonzero(a == 0x0A)
-    return s, e, np.searchsorted(newline_at, s), len(newline_at)
+    return lo, hi, np.searchsorted(newline_at, lo), len(newline_at)
 
 
 def _canonical_row(
@@ -506,8 +489,6 @@ def init_worker(
 
 
 def run_task(task: Task) -> ChunkResult:
-    """Pool entry point; the task's bytes stay here (the main process reads them itself)."""
+    """Pool entry point."""
     assert _WORKER is not None, "init_worker was not called in this process"
-    res = _WORKER.run(task)
-    res.buf = None  # the main process copies kept records from the file itself
-    return res
+    return _WORKER.run(task)

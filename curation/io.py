@@ -180,6 +180,32 @@ def _first_byte(path: str) -> tuple[int, int]:
     return -1, -1
 
 
+_BLANK = np.zeros(256, dtype=bool)
+_BLANK[list(_WS)] = True
+_TRIM_STEPS = 8  # blank bytes skipped vectorised at each span edge; longer runs are stripped one by one
+
+
+def trim_spans(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[lo, hi)`` of each span ``a[starts[i]:ends[i]]`` without the blanks at its edges."""
+    lo = starts.astype(np.int64)  # copies
+    hi = ends.astype(np.int64)
+    for _ in range(_TRIM_STEPS):
+        move = lo < hi
+        move[move] = _BLANK[a[lo[move]]]
+        lo[move] += 1
+        move = hi > lo
+        move[move] = _BLANK[a[hi[move] - 1]]
+        hi[move] -= 1
+    longer = lo < hi
+    longer[longer] = _BLANK[a[lo[longer]]] | _BLANK[a[hi[longer] - 1]]
+    for k in np.flatnonzero(longer).tolist():
+        text = a[lo[k] : hi[k]].tobytes()
+        left = len(text) - len(text.lstrip(_WS))
+        lo[k] += left
+        hi[k] -= len(text) - len(text.rstrip(_WS)) if left < len(text) else 0
+    return lo, hi
+
+
 def _real_quotes(a: np.ndarray, bs_carry: int) -> tuple[np.ndarray, int]:
     """Positions of unescaped quotes in a block, and the backslash run at its end.
 

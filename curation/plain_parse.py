@@ -30,16 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curation.io import _real_quotes
+from curation.io import _real_quotes, trim_spans
 
 #: a run of spans the parser refuses is halved until the refusals are isolated in runs of at
 #: most this many records, parsing at most ``SPLIT_BUDGET`` times the chunk's records in all
 #: (a chunk of mostly odd records is soon left to the per-record path as a whole)
 MIN_SPLIT = 4
 SPLIT_BUDGET = 6
-_WS = np.zeros(256, dtype=bool)
-_WS[[0x20, 0x09, 0x0A, 0x0D]] = True
-_EDGE_STEPS = 8  # blank bytes skipped vectorised at each span edge; longer runs are checked one by one
 
 
 @dataclass(frozen=True)
@@ -91,19 +88,9 @@ class ParsedChunk:
 
 def _span_edges_ok(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Per span: its first non-blank byte is ``{`` and its last is ``}``."""
-    lo, hi = starts.copy(), ends - 1
-    for _ in range(_EDGE_STEPS):
-        move = (lo < hi) & _WS[a[np.minimum(lo, len(a) - 1)]]
-        lo[move] += 1
-        move = (hi > lo) & _WS[a[np.maximum(hi, 0)]]
-        hi[move] -= 1
-    ok = np.zeros(len(starts), dtype=bool)
-    inside = lo < hi
-    ok[inside] = (a[lo[inside]] == 0x7B) & (a[hi[inside]] == 0x7D)
-    # spans with more blank bytes at an edge than the vectorised steps looked at
-    for k in np.flatnonzero(inside & ~ok & (_WS[a[lo]] | _WS[a[hi]])).tolist():
-        text = a[starts[k] : ends[k]].tobytes().strip(b" \t\r\n")
-        ok[k] = text[:1] == b"{" and text[-1:] == b"}"
+    lo, hi = trim_spans(a, starts, ends)
+    ok = lo < hi
+    ok[ok] = (a[lo[ok]] == 0x7B) & (a[hi[ok] - 1] == 0x7D)
     return ok
 
 

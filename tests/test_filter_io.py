@@ -119,3 +119,28 @@ def test_detect_format_errors(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(ValueError, match="not a saved Hugging Face dataset"):
         detect_format(tmp_path / "d")
+
+
+def test_trim_spans_strips_blank_edges_like_bytes_strip():
+    import random
+
+    import numpy as np
+
+    from curation.io import trim_spans
+
+    rng = random.Random(0)
+    parts, starts, ends, pos = [], [], [], 0
+    for _ in range(300):
+        # blank runs longer than the vectorised steps too, and all-blank spans
+        body = rng.choice([b"", b"{}", b'{"a": 1}', b"x"])
+        text = bytes(rng.choice(b" \t\r\n") for _ in range(rng.randrange(20))) + body
+        text += bytes(rng.choice(b" \t\r\n") for _ in range(rng.randrange(20)))
+        starts.append(pos)
+        ends.append(pos + len(text))
+        parts.append(text + b",")
+        pos += len(text) + 1
+    buf = b"".join(parts)
+    lo, hi = trim_spans(np.frombuffer(buf, dtype=np.uint8), np.array(starts), np.array(ends))
+    for s, e, a, b in zip(starts, ends, lo.tolist(), hi.tolist(), strict=True):
+        assert buf[a:b] == buf[s:e].strip(b" \t\r\n")
+        assert s <= a <= b <= e
