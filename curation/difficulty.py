@@ -88,6 +88,13 @@ class BucketRule:
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
 
+    def decides(self) -> dict[str, Any]:
+        """What decides a bucket under this rule (``n`` aside): the kind and, for thresholds,
+        both thresholds. Stored with an adaptive run, which only this rule can split."""
+        if self.kind == "pebr":
+            return {"kind": "pebr"}
+        return {"kind": self.kind, "easy_min": self.easy_min, "hard_max": self.hard_max}
+
     @property
     def z(self) -> float:
         return NormalDist().inv_cdf(0.5 + self.confidence / 2)
@@ -112,11 +119,7 @@ class AdaptiveConfig:
     def settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rounds": list(self.rounds)}
         if self.rule is not None:  # runs scored before rules existed compare equal
-            out["rule"] = {
-                "kind": self.rule.kind,
-                "easy_min": self.rule.easy_min,
-                "hard_max": self.rule.hard_max,
-            }
+            out["rule"] = self.rule.decides()
         return out
 
     def __post_init__(self) -> None:

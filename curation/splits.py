@@ -136,9 +136,7 @@ def build_splits(
     adaptive = scoring.get("adaptive")
     if adaptive:
         stopped_by = adaptive.get("rule") or {"kind": "pebr"}
-        wanted = {"kind": rule.kind}
-        if rule.kind == "thresholds":
-            wanted.update(easy_min=rule.easy_min, hard_max=rule.hard_max)
+        wanted = rule.decides()
         if {k: stopped_by.get(k) for k in wanted} != wanted:
             raise ValueError(
                 f"the run of {model_id} sampled adaptively, stopping each question once the rule "
