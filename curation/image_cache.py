@@ -64,6 +64,10 @@ def _cache_identity(image_root: str | os.PathLike[str]) -> dict[bytes, bytes]:
 
 
 _STATUSES = (OK, CORRUPT, MISSING, UNSAFE)
+# every worker reads the whole sidecar when it starts: snappy reads it about 3x faster than
+# zstd (0.06 s against 0.21 s for 253K images), and the SHA-256 digits, most of it, hardly compress
+_COMPRESSION = "snappy"
+_CACHE_ROWS_PER_GROUP = 1 << 16
 
 
 def cache_rows(items: Iterable[tuple[str, ImageInfo]]) -> dict[str, Any]:
@@ -146,51 +150,49 @@ class CachedInfos:
     def __init__(self, table: Any) -> None:
         import array
 
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         col = table.column
+        n = table.num_rows
 
         def ints(name: str) -> array.array:
-            values = col(name).to_pylist()
-            if col(name).null_count:
-                values = [-1 if v is None else v for v in values]
-            return array.array("q", values)
+            values = col(name).combine_chunks().fill_null(-1).to_numpy()
+            return array.array("q", values.astype(np.int64, copy=False).tobytes())
 
         def codes(name: str) -> tuple[bytes, list[str | None]]:
-            # dictionary-encoded in the sidecar: small integer codes plus the distinct values
-            chunks = col(name).chunks
-            names: list[str | None] = [None]
-            out = bytearray()
-            for chunk in chunks:
-                if hasattr(chunk, "indices"):
-                    local = chunk.dictionary.to_pylist()
-                    remap = []
-                    for v in local:
-                        if v not in names:
-                            names.append(v)
-                        remap.append(names.index(v))
-                    out += bytes(0 if i is None else remap[i] for i in chunk.indices.to_pylist())
-                else:
-                    for v in chunk.to_pylist():
-                        if v not in names:
-                            names.append(v)
-                        out.append(names.index(v))
-            return bytes(out), names
+            # small integer codes plus the distinct values, 0 standing for null
+            encoded = col(name).combine_chunks()
+            if not pa.types.is_dictionary(encoded.type):
+                encoded = pc.dictionary_encode(encoded)
+            names = [None, *encoded.dictionary.to_pylist()]
+            if len(names) > 256:
+                raise ValueError(f"image cache column {name!r} has {len(names) - 1} distinct values")
+            shifted = pc.add(encoded.indices.cast(pa.int16()), 1).fill_null(0)
+            return shifted.to_numpy().astype(np.uint8).tobytes(), names
 
         def sparse(name: str) -> dict[int, str]:
             c = col(name)
             if c.null_count == len(c):
                 return {}
-            return {i: v for i, v in enumerate(c.to_pylist()) if v is not None}
+            valid = pc.is_valid(c)
+            rows = pc.indices_nonzero(valid).to_pylist()
+            return dict(zip(rows, c.filter(valid).to_pylist(), strict=True))
 
-        self.row = {p: i for i, p in enumerate(col("path").to_pylist())}
+        paths = col("path").to_pylist()
+        self.row = dict(zip(paths, range(n), strict=True))  # a path twice: the last row wins
         self.size = ints("size")
         self.mtime = ints("mtime_ns")
         self.width = ints("width")
         self.height = ints("height")
-        self.decoded = bytes(col("decoded").to_pylist())
+        self.decoded = (
+            col("decoded").combine_chunks().fill_null(False).to_numpy(zero_copy_only=False).tobytes()
+        )
         self.status, self.status_names = codes("status")
         self.format, self.format_names = codes("format")
-        # raw 32-byte digests, half the size of their hex text
-        self.digests = bytes.fromhex("".join(d or "0" * 64 for d in col("sha256").to_pylist()))
+        # raw 32-byte digests, half the size of their hex text, decoded with numpy
+        self.digests = _unhex(col("sha256").combine_chunks().fill_null("0" * 64), n)
         # details and decode errors exist only for the few bad files
         self.detail = sparse("detail")
         self.decode_error = sparse("decode_error")
@@ -245,6 +247,29 @@ class CachedInfos:
         )
 
 
+_HEX_VALUE = bytes(int(chr(c), 16) if chr(c) in "0123456789abcdefABCDEF" else 255 for c in range(256))
+
+
+def _unhex(digests: Any, n: int) -> bytes:
+    """``n`` hex SHA-256 digests (an Arrow string array, no nulls) as 32 raw bytes each."""
+    import numpy as np
+
+    offsets = np.frombuffer(digests.buffers()[1], dtype=np.int32)[digests.offset : digests.offset + n + 1]
+    if n and (np.diff(offsets) != 64).any():
+        bad = int(np.flatnonzero(np.diff(offsets) != 64)[0])
+        raise ValueError(f"image cache row {bad}: sha256 is not 64 hex digits")
+    text = (
+        np.frombuffer(digests.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + 64 * n]
+        if n
+        else np.zeros(0, np.uint8)
+    )
+    nibbles = np.frombuffer(_HEX_VALUE, dtype=np.uint8)[text]
+    if (nibbles == 255).any():
+        bad = int(np.flatnonzero(nibbles == 255)[0]) // 64
+        raise ValueError(f"image cache row {bad}: sha256 is not 64 hex digits")
+    return ((nibbles[0::2] << 4) | nibbles[1::2]).astype(np.uint8).tobytes()
+
+
 def _read_sidecar(path: str) -> Any:
     import pyarrow.parquet as pq
 
@@ -272,7 +297,11 @@ def load_cache(path: str | os.PathLike[str], image_root: str | os.PathLike[str])
     if stale or list(table.column_names) != list(_CACHE_COLUMNS):
         logger.info("image cache %s does not match this run (%s); re-checking images", path, stale)
         return None
-    return CachedInfos(table)
+    try:
+        return CachedInfos(table)
+    except ValueError as exc:
+        logger.warning("ignoring malformed image cache %s: %s", path, exc)
+        return None
 
 
 def save_cache(
@@ -312,7 +341,7 @@ def save_cache(
             new = pa.concat_tables([old.filter(keep).cast(schema), new])
     merged = new.replace_schema_metadata(_cache_identity(image_root))
     tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(merged, tmp, compression="zstd", use_dictionary=["status", "format"])
+    pq.write_table(merged, tmp, compression=_COMPRESSION, use_dictionary=["status", "format"])
     os.replace(tmp, path)
     return merged.num_rows
 
@@ -331,22 +360,38 @@ class CacheWriter:
         self.tmp = f"{self.path}.new-{os.getpid()}"
         self.writer: Any = None
         self.rows = 0
+        self._pending: list[Any] = []
+        self._pending_rows = 0
 
     def write(self, table: Any) -> None:
         if not table.num_rows:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= _CACHE_ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        # a few large row groups: the sidecar is read whole by every worker at start-up, and
+        # a row group per task (hundreds) made that read twice as slow
+        import pyarrow as pa
+
+        if not self._pending:
             return
         if self.writer is None:
             import pyarrow.parquet as pq
 
             schema = _cache_schema().with_metadata(_cache_identity(self.image_root))
             self.writer = pq.ParquetWriter(
-                self.tmp, schema, compression="zstd", use_dictionary=["status", "format"]
+                self.tmp, schema, compression=_COMPRESSION, use_dictionary=["status", "format"]
             )
-        self.writer.write_table(table)
-        self.rows += table.num_rows
+        self.writer.write_table(pa.concat_tables(self._pending), row_group_size=max(self._pending_rows, 1))
+        self._pending, self._pending_rows = [], 0
 
     def commit(self) -> int:
         """Publish the rows written; returns how many there were."""
+        self._flush()
         if self.writer is None:
             return 0
         self.writer.close()
@@ -359,6 +404,7 @@ class CacheWriter:
         return self.rows
 
     def abort(self) -> None:
+        self._pending, self._pending_rows = [], 0
         if self.writer is not None:
             self.writer.close()
             self.writer = None

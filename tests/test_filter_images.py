@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 
+import pyarrow as pa
 import pytest
 from _filter_fixtures import bomb_png, image_bytes, jpeg_segments
 from PIL import Image
@@ -14,6 +15,7 @@ from curation.images import (
     MISSING,
     OK,
     UNSAFE,
+    CacheWriter,
     ImageChecker,
     PathResolver,
     cache_rows,
@@ -231,3 +233,42 @@ def test_verify_reprobes_entries_cached_without_a_decode(tmp_path):
     assert read
     assert info.decoded
     assert info.decode_error is None
+
+
+def test_sidecar_with_a_path_twice_uses_its_last_row_and_a_bad_digest_is_ignored(tmp_path, caplog):
+    (tmp_path / "x.png").write_bytes(image_bytes((40, 40)))
+    (tmp_path / "y.png").write_bytes(image_bytes((50, 30)))
+    _, results = _checked(tmp_path, ["x.png", "y.png"])
+    x, y = results[0][0], results[1][0]
+    stale = x._replace(width=1, height=1)
+    rows = cache_table(cache_rows([("x.png", stale), ("y.png", y), ("x.png", x)]))
+    sidecar = tmp_path / "c.parquet"
+    writer = CacheWriter(sidecar, tmp_path)
+    writer.write(rows)
+    assert writer.commit() == 3
+    cache = load_cache(sidecar, tmp_path)
+    assert len(cache) == 2
+    assert cache.get("x.png") == x  # two workers probed one image: the last row wins
+    assert cache.get("y.png") == y
+    assert cache.get("z.png") is None
+    # a sidecar whose digests are not hex is ignored (and said so), not trusted
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sidecar)
+    bad = table.set_column(7, "sha256", pa.array(["zz" * 32] * 3))
+    pq.write_table(bad, sidecar)
+    assert load_cache(sidecar, tmp_path) is None
+    assert "malformed image cache" in caplog.text
+
+
+def test_sidecar_is_written_in_few_row_groups(tmp_path):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "x.png").write_bytes(image_bytes((40, 40)))
+    _, results = _checked(tmp_path, ["x.png"])
+    writer = CacheWriter(tmp_path / "c.parquet", tmp_path)
+    for i in range(300):  # one small table per task, as the filter writes them
+        writer.write(cache_table(cache_rows([(f"{i}/x.png", results[0][0])])))
+    assert writer.commit() == 300
+    assert pq.ParquetFile(tmp_path / "c.parquet").metadata.num_row_groups == 1
+    assert len(load_cache(tmp_path / "c.parquet", tmp_path)) == 300
