@@ -512,20 +512,27 @@ def filter_command(
     cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
 
     console = Console(stderr=True)
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]checking records and images"),
         BarColumn(),
         TextColumn("{task.fields[records]:,} records"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
-    ) as bar:
-        task = bar.add_task("filter", total=1.0, records=0)
+    )
+    task = bar.add_task("filter", total=1.0, records=0)
 
-        def on_progress(records: int, fraction: float) -> None:
-            bar.update(task, completed=fraction, records=records)
+    def on_progress(records: int, fraction: float) -> None:
+        # started at the first result, once the worker processes exist: the bar's refresh
+        # thread would otherwise make the filter start its workers with spawn, not fork
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=fraction, records=records)
 
+    try:
         report = filter_dataset(input, image_root, out, cfg, progress=on_progress)
+    finally:
+        bar.stop()
 
     table = Table(title=f"pebr curate filter: {input}", show_footer=False)
     table.add_column("", style="bold")

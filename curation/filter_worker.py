@@ -78,6 +78,9 @@ class ChunkResult:
     dup_keys: list[bytes]
     batches: list[pa.RecordBatch]
     raw: list[bytes] | None = None
+    #: the candidates' batches spilled to shared memory (see :mod:`curation.spill`) instead
+    #: of ``batches``; :meth:`take_batches` reads them back
+    batch_file: str | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     plain: int = 0  # records decided by the vectorised path
@@ -87,6 +90,14 @@ class ChunkResult:
     tight_ends: np.ndarray | None = None
     newlines_before: np.ndarray | None = None
     newlines: int = 0
+
+    def take_batches(self) -> list[pa.RecordBatch]:
+        """The candidates' batches, from shared memory when they were spilled there."""
+        if self.batch_file is not None:
+            from curation.spill import load
+
+            self.batches, self.batch_file = load(self.batch_file), None
+        return self.batches
 
 
 @dataclass
@@ -460,6 +471,7 @@ def _locate_error(span: bytes, exc: orjson.JSONDecodeError) -> tuple[int, str]:
 # --------------------------------------------------------------------------- process pool glue
 
 _WORKER: FilterWorker | None = None
+_SPILL_DIR: str | None = None
 
 
 class _NoPandas:
@@ -472,23 +484,40 @@ class _NoPandas:
 
 
 def init_worker(
-    config: FilterConfig, layout: str, image_root: str, cache_path: str | None, messages_key: str | None
+    config: FilterConfig,
+    layout: str,
+    image_root: str,
+    cache_path: str | None,
+    messages_key: str | None,
+    spill_dir: str | None = None,
 ) -> None:
-    """Pool initializer: build this process's :class:`FilterWorker` (loads the image cache once)."""
-    global _WORKER
+    """Pool initializer: build this process's :class:`FilterWorker` (loads the image cache once).
+
+    ``spill_dir``: where results are handed back (:mod:`curation.spill`), or ``None`` to pickle.
+    """
+    global _WORKER, _SPILL_DIR
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # pyarrow imports pandas (about 0.4 s and 50 MB here) the first time it converts a Python
     # value, only to look for pandas types, and a worker has none: an import that fails tells
-    # pyarrow there is no pandas (this is a fresh process of its own, started with spawn)
+    # pyarrow there is no pandas (a spawned worker is a fresh process of its own; a forked
+    # one is a copy of the main process, which does not load pandas either)
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())
     from curation.images import load_cache
 
     cache = load_cache(cache_path, image_root) if cache_path else None
     _WORKER = FilterWorker(config, layout, image_root, cache, messages_key)
+    _SPILL_DIR = spill_dir
 
 
 def run_task(task: Task) -> ChunkResult:
     """Pool entry point."""
     assert _WORKER is not None, "init_worker was not called in this process"
-    return _WORKER.run(task)
+    res = _WORKER.run(task)
+    if _SPILL_DIR is not None and res.batches:
+        from curation.spill import spill
+
+        path = spill(res.batches, _SPILL_DIR, f"{os.getpid()}-{task.number}")
+        if path is not None:
+            res.batches, res.batch_file = [], path
+    return res

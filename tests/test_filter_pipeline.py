@@ -336,13 +336,69 @@ def test_accounting_is_checked_in_code(dataset, tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "out") == []  # nothing published, no temporary files left
 
 
-def test_worker_processes_give_the_same_outputs(dataset, tmp_path):
+def _spill_dirs() -> list[str]:
+    shm = "/dev/shm"
+    mine = f"pebr-filter-{os.getpid()}-"
+    return [n for n in os.listdir(shm) if n.startswith(mine)] if os.path.isdir(shm) else []
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+@pytest.mark.parametrize("cached", [False, True], ids=["no-cache", "cache"])
+def test_worker_processes_give_the_same_outputs(dataset, tmp_path, monkeypatch, start, cached):
+    import curation.filter_pipeline as fp
+
+    monkeypatch.setenv(fp.START_METHOD_ENV, start)
+    _root, records, _expected, images = dataset
+    imgs = tmp_path / "images"
+    shutil.copytree(images, imgs, symlinks=True)
+    src = write_json(records, tmp_path / "in.json")
+    cfg = CFG.replace(cache=cached)
+    filter_dataset(src, imgs, tmp_path / "a", cfg)
+    # with the cache: the workers read the sidecar the first run wrote
+    report = filter_dataset(src, imgs, tmp_path / "b", cfg.replace(workers=2))
+    for name in ("kept.json", "kept.parquet", "dropped.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    if cached:
+        assert report.images["opened"] == 0
+        assert report.images["cache_hits"] > 0
+    assert _spill_dirs() == []  # the shared-memory hand-over left nothing behind
+
+
+def test_results_come_back_pickled_where_there_is_no_shared_memory(dataset, tmp_path, monkeypatch):
+    import curation.spill as spill
+
     _root, records, _expected, images = dataset
     src = write_json(records, tmp_path / "in.json")
     filter_dataset(src, images, tmp_path / "a", CFG.replace(cache=False))
+    real = spill.spill_dir
+    monkeypatch.setattr(spill, "spill_dir", lambda: real(str(tmp_path / "no-such-dir")))
     filter_dataset(src, images, tmp_path / "b", CFG.replace(cache=False, workers=2))
     for name in ("kept.json", "kept.parquet", "dropped.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_start_method_is_fork_only_while_this_process_has_one_thread(monkeypatch):
+    import sys
+    import threading
+
+    import curation.filter_pipeline as fp
+
+    monkeypatch.delenv(fp.START_METHOD_ENV, raising=False)
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        assert fp._start_method() == "fork"
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert fp._start_method() == "spawn"  # forking a threaded process can deadlock the child
+    finally:
+        stop.set()
+        t.join()
+    monkeypatch.setenv(fp.START_METHOD_ENV, "spawn")
+    assert fp._start_method() == "spawn"
+    monkeypatch.setenv(fp.START_METHOD_ENV, "teleport")
+    with pytest.raises(ValueError, match="teleport"):
+        fp._start_method()
 
 
 def test_outputs_replace_an_earlier_run(dataset, tmp_path):
