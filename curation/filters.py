@@ -371,10 +371,11 @@ def duplicate_key(digests: Sequence[str], question: str, *, lazy: bool = False) 
     ``F`` keys hash both and are final. With ``lazy=True`` a record with images gets an ``I``
     key of its images only; two records with the same ``I`` key are duplicates when their
     normalised questions match, which the caller then checks (normalising a question costs
-    more than everything else about the key, and most images belong to one record).
+    more than everything else about the key, and most images belong to one record). An
+    ``I`` key is the raw digests themselves (32 bytes an image): no hash to compute.
     Digests are fixed-length hex, so joining them before a NUL separator is unambiguous.
     """
     if lazy and digests:
-        return b"I" + hashlib.blake2b("".join(digests).encode(), digest_size=16).digest()
+        return b"I" + bytes.fromhex("".join(digests))
     data = "".join(digests) + "\x00" + normalise_question(question)
     return b"F" + hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -345,7 +345,11 @@ class ImageChecker:
         return ImageBatch(rels, infos, rows, opened, self.cache)
 
     def _sidecar_hits(self, rels: list[str], rows: Any) -> list[int]:
-        """Fill ``rows`` for paths with a valid sidecar row; returns the other positions."""
+        """Fill ``rows`` for paths with a valid sidecar row; returns the other positions.
+
+        The loop is kept to the ``stat`` and a few comparisons (it runs once per image of a
+        rerun); anything unusual goes to :meth:`_check`, which words the reason.
+        """
         get = self._rows.get
         recent = self._recent
         lexical = self.resolver.lexical
@@ -354,10 +358,17 @@ class ImageChecker:
         size, mtime = cache.size, cache.mtime
         verify, limit = self.verify, self.decode_max_pixels
         stat_, is_reg = os.stat, stat.S_ISREG
-        rest = []
+        rest: list[int] = []
+        hit_at: list[int] = []
+        hit_row: list[int] = []
         for i, rel in enumerate(rels):
             row = get(rel, -1)
-            if row < 0 or (recent and rel in recent) or lexical(rel) is not None:
+            # lexical() only for spellings it could object to (see PathResolver.lexical)
+            if (
+                row < 0
+                or (recent and rel in recent)
+                or ((".." in rel or ":" in rel or "\x00" in rel or rel[:1] in "/\\") and lexical(rel))
+            ):
                 rest.append(i)
                 continue
             rel_dir, _, name = rel.rpartition("/")
@@ -378,10 +389,11 @@ class ImageChecker:
             ):
                 rest.append(i)
                 continue
-            rows[i] = row
-        hits = len(rels) - len(rest)
-        self.checked += hits
-        self.cache_hits += hits
+            hit_at.append(i)
+            hit_row.append(row)
+        rows[hit_at] = hit_row
+        self.checked += len(hit_at)
+        self.cache_hits += len(hit_at)
         return rest
 
     def _open_and_probe(self, target: str, dfd: int | None, rel: str) -> ImageInfo:
