@@ -282,6 +282,9 @@ def bench_dataset(data: Path, records: int, runs: int, workers: int | None, tmp:
     print(f"[{records}] correctness: {result['correctness']}", file=sys.stderr, flush=True)
 
     def one(name: str, memory: bool) -> dict:
+        # the previous run's outputs (a 400 MB kept.json) must not be written back to disk
+        # while this one is timed: the kernel's writeback takes CPU from whichever runs next
+        os.sync()
         warm(data)
         if name == "reference":
             return measure(reference_cmd(data, ref_out), memory=memory)
