@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from curation.processes import pid_alive
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -241,7 +243,7 @@ class RolloutStore:
         n = 0
         for p in self.dir.glob(".*.tmp-*"):
             pid = p.name.split(".tmp-")[-1].split("-")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 p.unlink(missing_ok=True)
                 n += 1
         return n
@@ -275,16 +277,6 @@ def _supersedes(path: Path) -> list[str]:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(_SUPERSEDES)
     return json.loads(raw) if raw else []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _dedup_table(table: pa.Table) -> pa.Table:

@@ -21,20 +21,12 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from curation.processes import pid_alive
+
 logger = logging.getLogger(__name__)
 
 _SHM = "/dev/shm"
 _PREFIX = "pebr-filter-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale(root: str) -> None:
@@ -47,7 +39,7 @@ def _remove_stale(root: str) -> None:
         if not name.startswith(_PREFIX):
             continue
         pid = name[len(_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
