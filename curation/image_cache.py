@@ -250,6 +250,20 @@ class CachedInfos:
 _HEX_VALUE = bytes(int(chr(c), 16) if chr(c) in "0123456789abcdefABCDEF" else 255 for c in range(256))
 
 
+def raw_digests(hex_digits: Any) -> bytes:
+    """Hex digits (a flat numpy ``uint8`` array of ASCII, 64 per SHA-256 digest) as raw bytes.
+
+    Raises ``ValueError`` naming the digest that holds a byte which is not a hex digit.
+    """
+    import numpy as np
+
+    nibbles = np.frombuffer(_HEX_VALUE, dtype=np.uint8)[hex_digits]
+    if (nibbles == 255).any():
+        bad = int(np.flatnonzero(nibbles == 255)[0]) // 64
+        raise ValueError(f"digest {bad} (row {bad}) holds a byte that is not a hex digit")
+    return ((nibbles[0::2] << 4) | nibbles[1::2]).astype(np.uint8).tobytes()
+
+
 def _unhex(digests: Any, n: int) -> bytes:
     """``n`` hex SHA-256 digests (an Arrow string array, no nulls) as 32 raw bytes each."""
     import numpy as np
@@ -258,16 +272,10 @@ def _unhex(digests: Any, n: int) -> bytes:
     if n and (np.diff(offsets) != 64).any():
         bad = int(np.flatnonzero(np.diff(offsets) != 64)[0])
         raise ValueError(f"image cache row {bad}: sha256 is not 64 hex digits")
-    text = (
-        np.frombuffer(digests.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + 64 * n]
-        if n
-        else np.zeros(0, np.uint8)
-    )
-    nibbles = np.frombuffer(_HEX_VALUE, dtype=np.uint8)[text]
-    if (nibbles == 255).any():
-        bad = int(np.flatnonzero(nibbles == 255)[0]) // 64
-        raise ValueError(f"image cache row {bad}: sha256 is not 64 hex digits")
-    return ((nibbles[0::2] << 4) | nibbles[1::2]).astype(np.uint8).tobytes()
+    if not n:
+        return b""
+    text = np.frombuffer(digests.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + 64 * n]
+    return raw_digests(text)
 
 
 def _read_sidecar(path: str) -> Any:

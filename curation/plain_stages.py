@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from curation.filter_config import FilterConfig
 from curation.filters import IMAGE_TAG
+from curation.image_cache import raw_digests
 from curation.images import ImageBatch, ImageChecker
 from curation.plain_parse import PlainKeys
 from curation.schema import IMAGE_TYPE, MESSAGE_TYPE, RECORD_SCHEMA, SIZE_TYPE
@@ -268,8 +269,6 @@ def _hash_each(values: pa.Array, fn: Callable[[memoryview], Any]) -> list[Any]:
     return [fn(view[s:e]) for s, e in itertools.pairwise(bounds)]
 
 
-_HEX_VALUE = np.zeros(256, dtype=np.uint8)
-_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 _LEN64 = np.frombuffer((64).to_bytes(8, "little"), dtype=np.uint8)
 _UID_Q = pa.scalar((2).to_bytes(8, "little") + b"\x00q", pa.binary())
 _UID_A = pa.scalar((2).to_bytes(8, "little") + b"\x00a", pa.binary())
@@ -308,9 +307,8 @@ def duplicate_keys(
             duplicate_key([text[p : p + 64] for p in range(s, e, 64)], q)
             for s, e, q in zip(bounds[:-1], bounds[1:], question.to_pylist(), strict=True)
         ]
-    # I keys are the raw digests (see duplicate_key): the hex digits decoded with numpy
-    nibbles = _HEX_VALUE[hexes.reshape(-1)]
-    raw = ((nibbles[0::2] << 4) | nibbles[1::2]).astype(np.uint8).tobytes()
+    # I keys are the raw digests (see duplicate_key)
+    raw = raw_digests(hexes.reshape(-1))
     bounds = (offsets * 32).tolist()
     keys = [b"I" + raw[s:e] for s, e in itertools.pairwise(bounds)]
     for i in np.flatnonzero(np.diff(offsets) == 0).tolist():  # no images: the key holds the question
