@@ -40,6 +40,7 @@ from curation.filter_config import FilterConfig
 from curation.filters import CODES, REASONS, detect_layout
 from curation.images import CACHE_FILENAME, CacheWriter, cache_table, load_cache
 from curation.io import BadInputError, InputSource, Task, describe_position
+from curation.parquet_out import RowGroupWriter
 
 logger = logging.getLogger(__name__)
 
@@ -170,41 +171,18 @@ class _KeptJson:
             self.fd = -1
 
 
-class _ParquetOut:
-    """A Parquet writer that batches rows into row groups of about ``_ROWS_PER_GROUP``."""
-
-    def __init__(self, path: Path, schema: Any) -> None:
-        import pyarrow.parquet as pq
-
-        self.schema = schema
-        # dictionary encoding and statistics only where values repeat (uids and texts are unique)
-        small = [f.name for f in schema if f.name in ("source", "task", "stage_hint", "meta", "reason")]
-        self.writer = pq.ParquetWriter(
-            str(path), schema, compression="zstd", use_dictionary=small, write_statistics=[*small, "index"]
-        )
-        self.pending: list[Any] = []
-        self.pending_rows = 0
-        self.count = 0
-
-    def write(self, batches: list[Any]) -> None:
-        for batch in batches:
-            if batch.num_rows:
-                self.pending.append(batch)
-                self.pending_rows += batch.num_rows
-                self.count += batch.num_rows
-        if self.pending_rows >= _ROWS_PER_GROUP:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if self.pending:
-            self.writer.write_table(pa.Table.from_batches(self.pending, schema=self.schema))
-            self.pending, self.pending_rows = [], 0
-
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
+def _parquet_out(path: Path, schema: Any) -> RowGroupWriter:
+    """A writer of one of the run's Parquet outputs, in row groups of about ``_ROWS_PER_GROUP``."""
+    # dictionary encoding and statistics only where values repeat (uids and texts are unique)
+    small = [f.name for f in schema if f.name in ("source", "task", "stage_hint", "meta", "reason")]
+    return RowGroupWriter(
+        path,
+        schema,
+        _ROWS_PER_GROUP,
+        compression="zstd",
+        use_dictionary=small,
+        write_statistics=[*small, "index"],
+    )
 
 
 def dropped_schema() -> Any:
@@ -463,8 +441,8 @@ def filter_dataset(
 
     tmp = {name: out / f".{name}.tmp-{os.getpid()}" for name in (KEPT_JSON, KEPT_PARQUET, DROPPED_PARQUET)}
     kept_json = _KeptJson(tmp[KEPT_JSON])
-    kept_pq = _ParquetOut(tmp[KEPT_PARQUET], RECORD_SCHEMA)
-    dropped_pq = _ParquetOut(tmp[DROPPED_PARQUET], dropped_schema())
+    kept_pq = _parquet_out(tmp[KEPT_PARQUET], RECORD_SCHEMA)
+    dropped_pq = _parquet_out(tmp[DROPPED_PARQUET], dropped_schema())
     dedup = _Dedup(source, layout, config)
     cache_out = CacheWriter(cache_path, root) if cache_path is not None else None
     image_stats: collections.Counter[str] = collections.Counter()
@@ -509,7 +487,7 @@ def filter_dataset(
         kept_json.abort()
         for w in (kept_pq, dropped_pq):
             try:
-                w.writer.close()
+                w.abort()
             except Exception:
                 logger.debug("could not close a partial output", exc_info=True)
         for p in tmp.values():
@@ -615,8 +593,8 @@ def _absorb(
     config: FilterConfig,
     dedup: _Dedup,
     kept_json: _KeptJson,
-    kept_pq: _ParquetOut,
-    dropped_pq: _ParquetOut,
+    kept_pq: RowGroupWriter,
+    dropped_pq: RowGroupWriter,
     lines: _LineCounter | None,
     report: FilterReport,
 ) -> None:

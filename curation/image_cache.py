@@ -366,55 +366,42 @@ class CacheWriter:
         self.path = os.fspath(path)
         self.image_root = image_root
         self.tmp = f"{self.path}.new-{os.getpid()}"
-        self.writer: Any = None
-        self.rows = 0
-        self._pending: list[Any] = []
-        self._pending_rows = 0
+        self.out: Any = None
 
     def write(self, table: Any) -> None:
-        if not table.num_rows:
-            return
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        self.rows += table.num_rows
-        if self._pending_rows >= _CACHE_ROWS_PER_GROUP:
-            self._flush()
-
-    def _flush(self) -> None:
         # a few large row groups: the sidecar is read whole by every worker at start-up, and
         # a row group per task (hundreds) made that read twice as slow
-        import pyarrow as pa
-
-        if not self._pending:
+        if not table.num_rows:
             return
-        if self.writer is None:
-            import pyarrow.parquet as pq
+        if self.out is None:
+            from curation.parquet_out import RowGroupWriter
 
             schema = _cache_schema().with_metadata(_cache_identity(self.image_root))
-            self.writer = pq.ParquetWriter(
-                self.tmp, schema, compression=_COMPRESSION, use_dictionary=["status", "format"]
+            self.out = RowGroupWriter(
+                self.tmp,
+                schema,
+                _CACHE_ROWS_PER_GROUP,
+                compression=_COMPRESSION,
+                use_dictionary=["status", "format"],
             )
-        self.writer.write_table(pa.concat_tables(self._pending), row_group_size=max(self._pending_rows, 1))
-        self._pending, self._pending_rows = [], 0
+        self.out.write([table])
 
     def commit(self) -> int:
         """Publish the rows written; returns how many there were."""
-        self._flush()
-        if self.writer is None:
+        if self.out is None:
             return 0
-        self.writer.close()
-        self.writer = None
+        self.out.close()
+        rows, self.out = self.out.count, None
         if os.path.exists(self.path):
             save_cache(self.path, self.image_root, [_read_sidecar(self.tmp)])
             os.unlink(self.tmp)
         else:
             os.replace(self.tmp, self.path)
-        return self.rows
+        return rows
 
     def abort(self) -> None:
-        self._pending, self._pending_rows = [], 0
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self.out is not None:
+            self.out.abort()
+            self.out = None
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
