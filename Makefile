@@ -1,8 +1,8 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   set everything up, then run the main job on the embedded synthetic data
 #   make test   set everything up, then run lint and the whole test suite
-# Both are idempotent: the virtual environment is rebuilt only when pyproject.toml or
-# constraints.txt change.
+# Both are idempotent: the virtual environment is rebuilt only when pyproject.toml,
+# constraints.txt or the C extension (setup.py, curation/_speedups.c) change.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py curation/_speedups.c
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pebr needs Python >= 3.10, got " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -45,4 +45,4 @@ lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache build curation/_speedups*.so

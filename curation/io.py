@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from curation import speedups
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("json", "jsonl", "parquet", "hf")
@@ -207,6 +209,16 @@ def trim_spans(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.
 
 
 def _real_quotes(a: np.ndarray, bs_carry: int) -> tuple[np.ndarray, int]:
+    """Positions of unescaped quotes in a block (uint8 array), and the backslash run at its end.
+
+    The compiled loop when it is built, else :func:`_real_quotes_np`.
+    """
+    if speedups.native is not None:
+        return speedups.real_quotes(a, bs_carry)
+    return _real_quotes_np(a, bs_carry)
+
+
+def _real_quotes_np(a: np.ndarray, bs_carry: int) -> tuple[np.ndarray, int]:
     """Positions of unescaped quotes in a block, and the backslash run at its end.
 
     A quote is escaped when an odd run of backslashes precedes it; ``bs_carry`` is the run
@@ -281,6 +293,19 @@ class _ListScanner:
                         raise self._fail(offset + rest, "unexpected data after the end of the list")
                     offset += len(block)
                     continue
+                if speedups.native is not None:
+                    fast = speedups.scan_list_block(block, in_string, bs_carry, depth, last_delim == -1)
+                    if fast is not None:  # the plain case: commas between records
+                        dpos, n_commas, _opened, in_string, bs_carry, depth = fast
+                        if len(dpos):
+                            dpos = dpos + offset
+                            all_delims = np.concatenate(([last_delim], dpos)) if last_delim >= 0 else dpos
+                            commas += n_commas
+                            last_delim = int(dpos[-1])
+                            if len(all_delims) > 1:
+                                yield all_delims[:-1] + 1, all_delims[1:], None, False
+                        offset += len(block)
+                        continue
                 a = np.frombuffer(block, dtype=np.uint8)
                 real_quotes, bs_carry = _real_quotes(a, bs_carry)
                 # '{' 0x7B and '[' 0x5B (and '}' 0x7D, ']' 0x5D) differ only in bit 0x20

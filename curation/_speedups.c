@@ -1,0 +1,517 @@
+/* Compiled inner loops of the filter, each with a pure-Python twin in curation/speedups.py.
+ *
+ * Built by `pip install` when a C compiler is present (the extension is optional: without it
+ * the numpy versions run, with the same results, more slowly). Every function here is a plain
+ * loop over bytes or over paths; anything unusual is handed back to the Python code, which
+ * words the errors. Only the CPython C API and POSIX are used.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ quotes */
+
+/* Length of the run of backslashes ending just before a[q] (q > 0 or carry counts). */
+static Py_ssize_t backslashes_before(const unsigned char *a, Py_ssize_t q, Py_ssize_t carry)
+{
+    Py_ssize_t j = q - 1;
+    while (j >= 0 && a[j] == '\\')
+        j--;
+    return q - 1 - j + (j < 0 ? carry : 0);
+}
+
+static Py_ssize_t trailing_backslashes(const unsigned char *a, Py_ssize_t n, Py_ssize_t carry)
+{
+    return backslashes_before(a, n, carry);
+}
+
+/* real_quotes(buf, bs_carry) -> (bytes of int64 offsets, trailing backslash run)
+ *
+ * Offsets of the quotes of buf not escaped by an odd run of backslashes; bs_carry is the
+ * run that ended the previous block. */
+static PyObject *real_quotes(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t carry;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &carry))
+        return NULL;
+    const unsigned char *a = view.buf;
+    Py_ssize_t n = view.len;
+    Py_ssize_t count = 0;
+    const unsigned char *p = a, *end = a + n;
+    while (p < end && (p = memchr(p, '"', (size_t)(end - p))) != NULL) {
+        count++;
+        p++;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int64_t *pos = (int64_t *)PyBytes_AS_STRING(out);
+    Py_ssize_t k = 0;
+    p = a;
+    while (p < end && (p = memchr(p, '"', (size_t)(end - p))) != NULL) {
+        Py_ssize_t q = p - a;
+        if ((q > 0 && a[q - 1] == '\\') || (q == 0 && carry)) {
+            if (backslashes_before(a, q, carry) % 2) {
+                p++;
+                continue;
+            }
+        }
+        pos[k++] = q;
+        p++;
+    }
+    Py_ssize_t run = trailing_backslashes(a, n, carry);
+    PyBuffer_Release(&view);
+    if (k != count && _PyBytes_Resize(&out, k * (Py_ssize_t)sizeof(int64_t)) < 0)
+        return NULL;
+    return Py_BuildValue("(Nn)", out, run);
+}
+
+/* ------------------------------------------------------------------ list elements */
+
+typedef struct {
+    int64_t *data;
+    Py_ssize_t len, cap;
+} Int64s;
+
+static int push(Int64s *v, int64_t x)
+{
+    if (v->len == v->cap) {
+        Py_ssize_t cap = v->cap ? 2 * v->cap : 4096;
+        int64_t *data = PyMem_Realloc(v->data, (size_t)cap * sizeof(int64_t));
+        if (data == NULL)
+            return -1;
+        v->data = data;
+        v->cap = cap;
+    }
+    v->data[v->len++] = x;
+    return 0;
+}
+
+/* scan_list_block(buf, in_string, bs_carry, depth, first) ->
+ *     (bytes of int64 delimiter offsets, commas, opened, in_string, bs_carry, depth) or None
+ *
+ * One block of a top-level JSON list, in the plain case: the offsets of the list's element
+ * delimiters (commas at depth 1, and the opening '[' when `first`), with the state to carry
+ * to the next block. None when the block holds anything else at depth 0 or 1 (the list
+ * closing, a '}' closing it, unbalanced brackets, data after the list): the numpy scanner
+ * then redoes the block and words the problem. Bytes inside strings are skipped with memchr. */
+static PyObject *scan_list_block(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    int in_string, first;
+    Py_ssize_t carry, depth;
+    if (!PyArg_ParseTuple(args, "y*innp", &view, &in_string, &carry, &depth, &first))
+        return NULL;
+    const unsigned char *a = view.buf;
+    Py_ssize_t n = view.len;
+    Int64s out = {NULL, 0, 0};
+    Py_ssize_t commas = 0;
+    int opened = 0, anomaly = 0, nomem = 0;
+    Py_ssize_t pos = 0;
+    while (!anomaly && !nomem) {
+        const unsigned char *qp = pos < n ? memchr(a + pos, '"', (size_t)(n - pos)) : NULL;
+        Py_ssize_t stop = qp ? qp - a : n;
+        if (!in_string) {
+            for (Py_ssize_t i = pos; i < stop; i++) {
+                unsigned char c = a[i];
+                if (c == '{' || c == '[') {
+                    if (depth == 0) {
+                        if (!(c == '[' && first && !opened && out.len == 0)) {
+                            anomaly = 1;
+                            break;
+                        }
+                        opened = 1;
+                        if (push(&out, i) < 0) {
+                            nomem = 1;
+                            break;
+                        }
+                    }
+                    depth++;
+                }
+                else if (c == '}' || c == ']') {
+                    if (depth <= 1) {
+                        anomaly = 1;
+                        break;
+                    }
+                    depth--;
+                }
+                else if (c == ',') {
+                    if (depth == 1) {
+                        commas++;
+                        if (push(&out, i) < 0) {
+                            nomem = 1;
+                            break;
+                        }
+                    }
+                    else if (depth <= 0) {
+                        anomaly = 1;
+                        break;
+                    }
+                }
+            }
+        }
+        if (qp == NULL || anomaly || nomem)
+            break;
+        Py_ssize_t q = stop;
+        int escaped = ((q > 0 && a[q - 1] == '\\') || (q == 0 && carry)) && backslashes_before(a, q, carry) % 2;
+        if (!escaped)
+            in_string ^= 1;
+        pos = q + 1;
+    }
+    Py_ssize_t run = trailing_backslashes(a, n, carry);
+    PyBuffer_Release(&view);
+    if (nomem) {
+        PyMem_Free(out.data);
+        return PyErr_NoMemory();
+    }
+    if (anomaly) {
+        PyMem_Free(out.data);
+        Py_RETURN_NONE;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)out.data, out.len * (Py_ssize_t)sizeof(int64_t));
+    PyMem_Free(out.data);
+    if (bytes == NULL)
+        return NULL;
+    return Py_BuildValue("(Nniinn)", bytes, commas, opened, in_string, run, depth);
+}
+
+/* ------------------------------------------------------------------ stat */
+
+#define NEED_DIR (-1)      /* the path's directory has no open fd in `fds` yet */
+#define NEED_GENERAL (-2)  /* a spelling the general path must look at (or not UTF-8) */
+#define STAT_FAILED (-1000) /* minus errno below this */
+
+static int needs_general(const char *s, Py_ssize_t len)
+{
+    if (len == 0 || s[0] == '/' || s[0] == '\\')
+        return 1;
+    if ((Py_ssize_t)strlen(s) != len) /* a NUL inside */
+        return 1;
+    if (memchr(s, ':', (size_t)len) != NULL)
+        return 1;
+    for (Py_ssize_t i = 0; i + 1 < len; i++)
+        if (s[i] == '.' && s[i + 1] == '.')
+            return 1;
+    return 0;
+}
+
+static int int64_out(PyObject *obj, Py_buffer *view, Py_ssize_t n, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->len != n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %zd int64 values", what, n);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* The directory fd and leaf name of each path, with the GIL: fills leaf[i] and dirfd[i], or
+ * leaf[i] = NULL and modes[i] = NEED_DIR / NEED_GENERAL. Returns -1 with an exception set. */
+static int split_names(PyObject *names, PyObject *fds, const char **leaf, int *dirfd, int64_t *modes)
+{
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    const char *prev_dir = NULL;
+    Py_ssize_t prev_len = -1;
+    int prev_fd = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(names, i);
+        leaf[i] = NULL;
+        Py_ssize_t len;
+        const char *s = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &len) : NULL;
+        if (s == NULL) {
+            PyErr_Clear(); /* surrogates and the like: the general path decides */
+            modes[i] = NEED_GENERAL;
+            continue;
+        }
+        if (needs_general(s, len)) {
+            modes[i] = NEED_GENERAL;
+            continue;
+        }
+        const char *slash = NULL;
+        for (Py_ssize_t j = len - 1; j >= 0; j--)
+            if (s[j] == '/') {
+                slash = s + j;
+                break;
+            }
+        Py_ssize_t dlen = slash ? slash - s : 0;
+        if (!(prev_dir != NULL && dlen == prev_len && memcmp(prev_dir, s, (size_t)dlen) == 0)) {
+            PyObject *key = PyUnicode_DecodeUTF8(s, dlen, "strict");
+            if (key == NULL)
+                return -1;
+            PyObject *fd = PyDict_GetItemWithError(fds, key);
+            Py_DECREF(key);
+            if (fd == NULL && PyErr_Occurred())
+                return -1;
+            prev_fd = -1;
+            if (fd != NULL && PyLong_Check(fd)) {
+                long v = PyLong_AsLong(fd);
+                if (v == -1 && PyErr_Occurred())
+                    return -1;
+                prev_fd = (int)v;
+            }
+            prev_dir = s;
+            prev_len = dlen;
+        }
+        if (prev_fd < 0) {
+            modes[i] = NEED_DIR;
+            continue;
+        }
+        dirfd[i] = prev_fd;
+        leaf[i] = slash ? slash + 1 : s;
+        modes[i] = 0;
+    }
+    return 0;
+}
+
+typedef struct {
+    Py_buffer sv, tv, mv;
+    int have;
+} Outs;
+
+static void release_outs(Outs *o)
+{
+    if (o->have > 0)
+        PyBuffer_Release(&o->sv);
+    if (o->have > 1)
+        PyBuffer_Release(&o->tv);
+    if (o->have > 2)
+        PyBuffer_Release(&o->mv);
+    o->have = 0;
+}
+
+static int get_outs(Outs *o, PyObject *s, PyObject *t, PyObject *m, Py_ssize_t n)
+{
+    o->have = 0;
+    if (int64_out(s, &o->sv, n, "sizes") < 0)
+        return -1;
+    o->have = 1;
+    if (int64_out(t, &o->tv, n, "mtimes") < 0) {
+        release_outs(o);
+        return -1;
+    }
+    o->have = 2;
+    if (int64_out(m, &o->mv, n, "modes") < 0) {
+        release_outs(o);
+        return -1;
+    }
+    o->have = 3;
+    return 0;
+}
+
+static int64_t mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000LL + (int64_t)st->st_mtim.tv_nsec;
+}
+
+/* stat_in_dirs(names, fds, sizes, mtimes, modes)
+ *
+ * For each relative path names[i] ("dir/sub/file"): fstatat(fds[dir], file,
+ * AT_SYMLINK_NOFOLLOW), where fds maps a directory (as spelled in the path, "" for the root)
+ * to an open directory fd. Fills sizes[i], mtimes[i] (ns) and modes[i]; a negative mode
+ * says why not: NEED_DIR, NEED_GENERAL, or STAT_FAILED - errno. The outputs are writable
+ * int64 buffers of len(names). The system calls run without the GIL. */
+static PyObject *stat_in_dirs(PyObject *self, PyObject *args)
+{
+    PyObject *names, *fds, *s, *t, *m;
+    if (!PyArg_ParseTuple(args, "O!O!OOO", &PyList_Type, &names, &PyDict_Type, &fds, &s, &t, &m))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    Outs o;
+    if (get_outs(&o, s, t, m, n) < 0)
+        return NULL;
+    int64_t *sizes = o.sv.buf, *mtimes = o.tv.buf, *modes = o.mv.buf;
+    const char **leaf = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(char *));
+    int *dirfd = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int));
+    PyObject *result = NULL;
+    if (leaf == NULL || dirfd == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (split_names(names, fds, leaf, dirfd, modes) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    struct stat st;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sizes[i] = mtimes[i] = 0;
+        if (leaf[i] == NULL)
+            continue;
+        if (fstatat(dirfd[i], leaf[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            modes[i] = STAT_FAILED - errno;
+            continue;
+        }
+        sizes[i] = (int64_t)st.st_size;
+        mtimes[i] = mtime_ns(&st);
+        modes[i] = (int64_t)st.st_mode;
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_Free(leaf);
+    PyMem_Free(dirfd);
+    release_outs(&o);
+    return result;
+}
+
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+/* The whole of an open regular file, as bytes (NULL and errno set on failure). It reads
+ * size + 1 bytes first: getting exactly `size` back means end of file, one system call in the
+ * usual case; a file that grew meanwhile is read to its end. */
+static PyObject *read_fd(int fd, Py_ssize_t size)
+{
+    Py_ssize_t cap = size + 1, got = 0;
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, cap);
+    if (buf == NULL)
+        return NULL;
+    for (;;) {
+        ssize_t r = read(fd, PyBytes_AS_STRING(buf) + got, (size_t)(cap - got));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            Py_DECREF(buf);
+            errno = e;
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        got += r;
+        if (got == cap) {
+            cap = cap < (1 << 20) ? cap + (1 << 20) : 2 * cap;
+            if (_PyBytes_Resize(&buf, cap) < 0)
+                return NULL;
+        }
+    }
+    if (got != cap && _PyBytes_Resize(&buf, got) < 0)
+        return NULL;
+    return buf;
+}
+
+/* read_in_dirs(names, fds, budget, sizes, mtimes, modes) -> list of bytes or None
+ *
+ * Opens each path as stat_in_dirs finds it (openat with O_NOFOLLOW and O_NONBLOCK: a symlink
+ * or a FIFO is never followed or waited on), checks it is a regular file and reads it whole.
+ * sizes/mtimes/modes are from fstat of the open file; a negative mode is a code as for
+ * stat_in_dirs, or NOT_READ for the paths after `budget` bytes were read (read them in a
+ * later call). Failures leave None, for the general path to look at and word. */
+#define NOT_READ (-3)
+#define NOT_REGULAR (-4)
+
+static PyObject *read_in_dirs(PyObject *self, PyObject *args)
+{
+    PyObject *names, *fds, *s, *t, *m;
+    Py_ssize_t budget;
+    if (!PyArg_ParseTuple(args, "O!O!nOOO", &PyList_Type, &names, &PyDict_Type, &fds, &budget, &s, &t, &m))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    Outs o;
+    if (get_outs(&o, s, t, m, n) < 0)
+        return NULL;
+    int64_t *sizes = o.sv.buf, *mtimes = o.tv.buf, *modes = o.mv.buf;
+    const char **leaf = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(char *));
+    int *dirfd = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int));
+    PyObject *out = NULL;
+    if (leaf == NULL || dirfd == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (split_names(names, fds, leaf, dirfd, modes) < 0)
+        goto fail;
+    out = PyList_New(n);
+    if (out == NULL)
+        goto fail;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sizes[i] = mtimes[i] = 0;
+        Py_INCREF(Py_None);
+        PyList_SET_ITEM(out, i, Py_None);
+        if (leaf[i] == NULL)
+            continue;
+        if (total >= budget) {
+            modes[i] = NOT_READ;
+            continue;
+        }
+        int fd = openat(dirfd[i], leaf[i], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            modes[i] = STAT_FAILED - errno;
+            continue;
+        }
+        struct stat st;
+        if (fstat(fd, &st) != 0) {
+            modes[i] = STAT_FAILED - errno;
+            close(fd);
+            continue;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            modes[i] = NOT_REGULAR;
+            close(fd);
+            continue;
+        }
+        PyObject *data = read_fd(fd, (Py_ssize_t)st.st_size);
+        int e = errno;
+        close(fd);
+        if (data == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            modes[i] = STAT_FAILED - e;
+            continue;
+        }
+        total += PyBytes_GET_SIZE(data);
+        sizes[i] = (int64_t)st.st_size;
+        mtimes[i] = mtime_ns(&st);
+        modes[i] = (int64_t)st.st_mode;
+        PyList_SET_ITEM(out, i, data); /* steals data; drops nothing, so drop the None's reference */
+        Py_DECREF(Py_None);
+    }
+    PyMem_Free(leaf);
+    PyMem_Free(dirfd);
+    release_outs(&o);
+    return out;
+fail:
+    Py_XDECREF(out);
+    PyMem_Free(leaf);
+    PyMem_Free(dirfd);
+    release_outs(&o);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef methods[] = {
+    {"real_quotes", real_quotes, METH_VARARGS, "Offsets of the unescaped quotes of a block."},
+    {"scan_list_block", scan_list_block, METH_VARARGS, "Element delimiters of one block of a JSON list."},
+    {"stat_in_dirs", stat_in_dirs, METH_VARARGS, "fstatat each relative path under its directory's fd."},
+    {"read_in_dirs", read_in_dirs, METH_VARARGS, "Open, fstat and read each relative path."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "NEED_DIR", NEED_DIR) < 0 ||
+        PyModule_AddIntConstant(m, "NEED_GENERAL", NEED_GENERAL) < 0 ||
+        PyModule_AddIntConstant(m, "STAT_FAILED", STAT_FAILED) < 0 ||
+        PyModule_AddIntConstant(m, "NOT_READ", NOT_READ) < 0 || PyModule_AddIntConstant(m, "NOT_REGULAR", NOT_REGULAR) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

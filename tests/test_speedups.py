@@ -1,0 +1,302 @@
+"""The compiled loops (``curation/_speedups.c``) against their numpy and Python twins.
+
+Each test compares the two on the same input, so both paths stay tested on a machine that
+builds the extension. ``PEBR_REQUIRE_SPEEDUPS=1`` (set by CI) turns "not built" into a failure.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import stat
+
+import numpy as np
+import pytest
+from _filter_fixtures import build_dataset, image_bytes, record, write_json
+
+from curation import io as cio
+from curation import speedups
+from curation.filter_config import FilterConfig
+from curation.filter_pipeline import filter_dataset
+from curation.images import ImageChecker, cache_rows, cache_table, load_cache, save_cache
+from curation.io import BadInputError
+
+native = pytest.mark.skipif(speedups.native is None, reason="curation._speedups is not built")
+
+
+def test_extension_is_built_where_required():
+    if os.environ.get("PEBR_REQUIRE_SPEEDUPS", "") in ("", "0"):
+        pytest.skip("PEBR_REQUIRE_SPEEDUPS is not set")
+    assert speedups.native is not None, "curation._speedups did not build (is a C compiler installed?)"
+
+
+@pytest.fixture
+def pure(monkeypatch):
+    """Run the numpy / Python versions."""
+
+    def use(on: bool) -> None:
+        monkeypatch.setattr(speedups, "native", None if on else _NATIVE)
+
+    return use
+
+
+_NATIVE = speedups.native
+
+
+# --------------------------------------------------------------------------- quotes
+
+
+def _noisy(rng: random.Random, n: int) -> bytes:
+    return bytes(rng.choice(b'""\\\\\\ab{}[],:\n') for _ in range(n))
+
+
+@native
+def test_real_quotes_match_numpy_across_block_boundaries():
+    rng = random.Random(7)
+    for _ in range(300):
+        text = _noisy(rng, rng.randrange(0, 200))
+        cut = rng.randrange(0, len(text) + 1)
+        carry = rng.randrange(0, 3)
+        for block, c in ((text, carry), (text[:cut], carry)):
+            a = np.frombuffer(block, dtype=np.uint8)
+            q1, r1 = speedups.real_quotes(a, c)
+            q2, r2 = cio._real_quotes_np(a, c)
+            assert q1.tolist() == q2.tolist(), (block, c)
+            assert r1 == r2
+        # split in two, the carry taken over: the same quotes as the whole
+        a = np.frombuffer(text, dtype=np.uint8)
+        whole, _ = speedups.real_quotes(a, 0)
+        left, run = speedups.real_quotes(a[:cut], 0)
+        right, _ = speedups.real_quotes(a[cut:], run)
+        assert whole.tolist() == left.tolist() + (right + cut).tolist()
+
+
+# --------------------------------------------------------------------------- list scanning
+
+
+def _value(rng: random.Random, depth: int = 0):
+    kind = rng.randrange(6 if depth < 3 else 3)
+    if kind == 0:
+        return "".join(rng.choice('ab "\\{}[],:\n\té') for _ in range(rng.randrange(8)))
+    if kind == 1:
+        return rng.randrange(-5, 500)
+    if kind == 2:
+        return rng.choice([None, True, False, 1.5])
+    if kind == 3:
+        return [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {"k" + '\\"'[i % 2] * i: _value(rng, depth + 1) for i in range(rng.randrange(4))}
+
+
+def _spans(path, block_size):
+    out = []
+    for starts, ends, _lines, truncated in cio._ListScanner(str(path), skip_bad=True, block_size=block_size):
+        out.append((starts.tolist(), ends.tolist(), truncated))
+    return out
+
+
+def _scan_both(path, block_size, pure):
+    results = []
+    for on in (False, True):
+        pure(on)
+        try:
+            results.append(("ok", _spans(path, block_size)))
+        except BadInputError as exc:
+            results.append(("error", str(exc)))
+    return results
+
+
+@native
+@pytest.mark.parametrize("block_size", [1, 7, 64, 4096])
+def test_list_scanner_matches_numpy_on_random_lists(tmp_path, pure, block_size):
+    rng = random.Random(block_size)
+    path = tmp_path / "in.json"
+    for trial in range(40):
+        # and many blocks before the list's end (fewer for the byte-at-a-time numpy scan)
+        n = rng.randrange(0, 6) if trial % 2 else rng.randrange(20, 60 if block_size == 1 else 300)
+        records = [{"messages": _value(rng), "images": [_value(rng)]} for _ in range(n)]
+        path.write_text(json.dumps(records, indent=trial % 3 or None, ensure_ascii=trial % 2 == 0))
+        fast, slow = _scan_both(path, block_size, pure)
+        assert fast == slow
+        assert fast[0] == "ok"
+        n = sum(len(s) for s, _e, _t in fast[1])
+        assert n == len(records)
+
+
+@native
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[]",
+        b"[ ]\n",
+        b'[{"a": 1}, {"b": "]"}]',
+        b'[{"a": 1}, {"b": 2}',  # truncated
+        b'[{"a": 1}, {"b": "x',  # truncated inside a string
+        b'[{"a": 1}}, {"b": 2}]',  # unbalanced
+        b'[{"a": 1}, {"b": 2}}',  # '}' closing the list
+        b'[{"a": 1}] [2]',  # data after the list
+        b'[{"a": 1}],',
+        b'[{"a": "\\\\"}, {"b": "\\""}]',
+        b'[{"a": [1, [2, {"c": ","}]]}, 3, "s", []]',
+    ],
+)
+def test_list_scanner_matches_numpy_on_edge_cases(tmp_path, pure, text):
+    path = tmp_path / "in.json"
+    path.write_bytes(text)
+    for block_size in (1, 3, 1 << 16):
+        fast, slow = _scan_both(path, block_size, pure)
+        assert fast == slow, (text, block_size)
+
+
+# --------------------------------------------------------------------------- stat and read
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.png").write_bytes(b"a" * 10)
+    (root / "sub" / "b.png").write_bytes(b"b" * 20)
+    os.symlink(root / "a.png", root / "link.png")
+    os.mkfifo(root / "fifo.png")
+    fds = {"": os.open(root, os.O_RDONLY), "sub": os.open(root / "sub", os.O_RDONLY)}
+    yield root, fds
+    for fd in fds.values():
+        os.close(fd)
+
+
+NAMES = [
+    "a.png",
+    "sub/b.png",
+    "link.png",
+    "fifo.png",
+    "sub",
+    "missing.png",
+    "other/c.png",
+    "../a.png",
+    "/abs.png",
+    "c:x.png",
+    "",
+    "a\udcffb.png",
+]
+
+
+@native
+def test_stat_in_dirs(tree):
+    root, fds = tree
+    sizes, mtimes, modes = speedups.stat_in_dirs(NAMES, fds)
+    for k in (0, 1, 2, 3, 4):
+        st = os.stat(root / NAMES[k], follow_symlinks=False)
+        assert (sizes[k], mtimes[k], modes[k]) == (st.st_size, st.st_mtime_ns, st.st_mode)
+    assert stat.S_ISLNK(int(modes[2]))  # not followed
+    assert modes[5] == speedups.STAT_FAILED - errno.ENOENT
+    assert modes[6] == speedups.NEED_DIR
+    assert modes[7:].tolist() == [speedups.NEED_GENERAL] * 5
+    with pytest.raises(ValueError, match="int64"):
+        speedups.native.stat_in_dirs(NAMES, fds, np.empty(1, np.int64), sizes, modes)
+    with pytest.raises(TypeError):
+        speedups.native.stat_in_dirs(tuple(NAMES), fds, sizes, mtimes, modes)
+
+
+@native
+def test_read_in_dirs_reads_regular_files_only(tree):
+    _root, fds = tree
+    data, sizes, _mtimes, modes = speedups.read_in_dirs(NAMES, fds, 1 << 20)
+    assert data[:2] == [b"a" * 10, b"b" * 20]
+    assert sizes[:2].tolist() == [10, 20]
+    assert all(stat.S_ISREG(m) for m in modes[:2].tolist())
+    assert data[2:] == [None] * (len(NAMES) - 2)
+    assert modes[2] == speedups.STAT_FAILED - errno.ELOOP  # a symlink is not followed
+    assert modes[3] == modes[4] == speedups.NOT_REGULAR  # the FIFO did not block
+    assert modes[5] == speedups.STAT_FAILED - errno.ENOENT
+    assert modes[6] == speedups.NEED_DIR
+    # past the byte budget the rest is left for a later call
+    data, _s, _t, modes = speedups.read_in_dirs(["a.png", "sub/b.png", "a.png"], fds, 5)
+    assert data == [b"a" * 10, None, None]
+    assert modes[1:].tolist() == [speedups.NOT_READ] * 2
+
+
+@native
+def test_read_in_dirs_reads_a_big_file_whole(tree):
+    root, fds = tree
+    big = os.urandom(3 << 20)
+    (root / "big.bin").write_bytes(big)
+    data, sizes, _t, _m = speedups.read_in_dirs(["big.bin"], fds, 1 << 30)
+    assert data == [big]
+    assert sizes[0] == len(big)
+
+
+# --------------------------------------------------------------------------- image checks
+
+
+def _batch(checker, rels):
+    b = checker.check_many(rels)
+    infos = [b.infos[i] if b.rows[i] < 0 else b.cache.info_at(int(b.rows[i])) for i in range(len(rels))]
+    return [(i.status, i.width, i.height, i.sha256, i.detail) for i in infos], b.opened.tolist()
+
+
+@native
+def test_check_many_is_the_same_with_and_without_the_compiled_loops(tmp_path, pure):
+    _records, _expected, images = build_dataset(tmp_path)
+    rels = [
+        *sorted(str(p.relative_to(images)) for p in images.rglob("*")),
+        "sub/missing.png",
+        "nodir/x.png",
+        "../outside.png",
+        "clean.png",  # twice: the second is remembered, not read again
+    ]
+    results = {}
+    for on in (False, True):
+        pure(on)
+        with ImageChecker(images) as checker:
+            results[on] = (_batch(checker, rels), checker.stats())
+    assert results[False] == results[True]
+
+    sidecar = tmp_path / "cache.parquet"
+    with ImageChecker(images) as checker:
+        infos = [checker.check(r)[0] for r in rels]
+    save_cache(sidecar, images, [cache_table(cache_rows(zip(rels, infos, strict=True)))])
+    for on in (False, True):
+        pure(on)
+        with ImageChecker(images, cache=load_cache(sidecar, images)) as checker:
+            results[on] = (_batch(checker, rels), checker.stats())
+    assert results[False] == results[True]
+    assert results[True][1].opened == 0
+
+    # a new size with the old mtime, and the old size with a new mtime: both are read again
+    before = os.stat(images / "clean.png")
+    (images / "clean.png").write_bytes(image_bytes((30, 30)))
+    os.utime(images / "clean.png", ns=(before.st_atime_ns, before.st_mtime_ns))
+    e1 = images / "e1.png"
+    st = os.stat(e1)
+    e1.write_bytes(e1.read_bytes())
+    os.utime(e1, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    for on in (False, True):
+        pure(on)
+        with ImageChecker(images, cache=load_cache(sidecar, images)) as checker:
+            results[on] = (_batch(checker, rels), checker.stats())
+    assert results[False] == results[True]
+    assert results[True][1].opened == 3  # clean.png, link_in.png (a link to it) and e1.png
+    clean = rels.index("clean.png")
+    assert results[True][0][0][clean][1:3] == (30, 30)
+
+
+@native
+@pytest.mark.parametrize("cached", [False, True])
+def test_filter_outputs_are_the_same_with_and_without_the_compiled_loops(tmp_path, pure, cached):
+    records, _expected, images = build_dataset(tmp_path)
+    records = records + [record(f"Q{i}", ["clean.png"]) for i in range(40)]
+    src = write_json(records, tmp_path / "in.json")
+    cfg = FilterConfig(workers=0, chunk_records=9, cache=cached, cache_path=str(tmp_path / "c.parquet"))
+    if cached:
+        filter_dataset(src, images, tmp_path / "warm", cfg)
+    outs = []
+    for on in (False, True):
+        pure(on)
+        out = tmp_path / f"out{on}"
+        filter_dataset(src, images, out, cfg)
+        outs.append({n: (out / n).read_bytes() for n in ("kept.json", "kept.parquet", "dropped.parquet")})
+        shutil.copy(out / "report.json", tmp_path / f"report{on}.json")
+    assert outs[0] == outs[1]
