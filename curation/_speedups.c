@@ -489,6 +489,145 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ path index */
+
+/* An open-addressing hash table of row numbers (int32, -1 = empty, a power of two long) over
+ * the strings of an Arrow string column (int64 offsets, data): a path's row in the image
+ * sidecar without a Python dict of all its paths in every worker. */
+
+static uint64_t fnv1a(const unsigned char *s, Py_ssize_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+typedef struct {
+    Py_buffer ov, dv, tv;
+    const int64_t *off;
+    const unsigned char *data;
+    int32_t *table;
+    Py_ssize_t rows, mask;
+} Index;
+
+static void release_index(Index *x, int have)
+{
+    if (have > 0)
+        PyBuffer_Release(&x->ov);
+    if (have > 1)
+        PyBuffer_Release(&x->dv);
+    if (have > 2)
+        PyBuffer_Release(&x->tv);
+}
+
+static int get_index(Index *x, PyObject *off, PyObject *data, PyObject *table, int writable)
+{
+    if (PyObject_GetBuffer(off, &x->ov, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (PyObject_GetBuffer(data, &x->dv, PyBUF_C_CONTIGUOUS) < 0) {
+        release_index(x, 1);
+        return -1;
+    }
+    if (PyObject_GetBuffer(table, &x->tv, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+        release_index(x, 2);
+        return -1;
+    }
+    Py_ssize_t slots = x->tv.len / (Py_ssize_t)sizeof(int32_t);
+    x->rows = x->ov.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    x->off = x->ov.buf;
+    x->data = x->dv.buf;
+    x->table = x->tv.buf;
+    x->mask = slots - 1;
+    if (x->rows < 0 || slots < 1 || (slots & (slots - 1)) != 0 || slots <= x->rows ||
+        (x->rows > 0 && (x->off[0] < 0 || x->off[x->rows] > x->dv.len))) {
+        PyErr_SetString(PyExc_ValueError, "bad path index: offsets, data or table size");
+        release_index(x, 3);
+        return -1;
+    }
+    for (Py_ssize_t r = 0; r < x->rows; r++)
+        if (x->off[r] > x->off[r + 1]) {
+            PyErr_SetString(PyExc_ValueError, "bad path index: offsets go down");
+            release_index(x, 3);
+            return -1;
+        }
+    return 0;
+}
+
+static Py_ssize_t find_slot(const Index *x, const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t slot = (Py_ssize_t)(fnv1a(s, n) & (uint64_t)x->mask);
+    for (;;) {
+        int32_t r = x->table[slot];
+        if (r < 0)
+            return slot;
+        Py_ssize_t len = (Py_ssize_t)(x->off[r + 1] - x->off[r]);
+        if (len == n && memcmp(x->data + x->off[r], s, (size_t)n) == 0)
+            return slot;
+        slot = (slot + 1) & x->mask;
+    }
+}
+
+/* build_path_index(offsets, data, table) -> distinct paths; a path twice keeps its last row */
+static PyObject *build_path_index(PyObject *self, PyObject *args)
+{
+    PyObject *off, *data, *table;
+    if (!PyArg_ParseTuple(args, "OOO", &off, &data, &table))
+        return NULL;
+    Index x;
+    if (get_index(&x, off, data, table, 1) < 0)
+        return NULL;
+    if (x.rows > INT32_MAX) {
+        release_index(&x, 3);
+        PyErr_SetString(PyExc_ValueError, "too many rows for a path index");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i <= x.mask; i++)
+        x.table[i] = -1;
+    Py_ssize_t distinct = 0;
+    for (Py_ssize_t r = 0; r < x.rows; r++) {
+        Py_ssize_t slot = find_slot(&x, x.data + x.off[r], (Py_ssize_t)(x.off[r + 1] - x.off[r]));
+        distinct += x.table[slot] < 0;
+        x.table[slot] = (int32_t)r;
+    }
+    release_index(&x, 3);
+    return PyLong_FromSsize_t(distinct);
+}
+
+/* lookup_paths(names, offsets, data, table, rows_out): each name's row, or -1 */
+static PyObject *lookup_paths(PyObject *self, PyObject *args)
+{
+    PyObject *names, *off, *data, *table, *out;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyList_Type, &names, &off, &data, &table, &out))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    Py_buffer rv;
+    if (int64_out(out, &rv, n, "rows") < 0)
+        return NULL;
+    Index x;
+    if (get_index(&x, off, data, table, 0) < 0) {
+        PyBuffer_Release(&rv);
+        return NULL;
+    }
+    int64_t *rows = rv.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(names, i);
+        Py_ssize_t len;
+        const char *s = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &len) : NULL;
+        if (s == NULL) { /* not a str, or not UTF-8 (lone surrogates): no sidecar path equals it */
+            PyErr_Clear();
+            rows[i] = -1;
+            continue;
+        }
+        rows[i] = x.table[find_slot(&x, (const unsigned char *)s, len)];
+    }
+    release_index(&x, 3);
+    PyBuffer_Release(&rv);
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -496,6 +635,8 @@ static PyMethodDef methods[] = {
     {"scan_list_block", scan_list_block, METH_VARARGS, "Element delimiters of one block of a JSON list."},
     {"stat_in_dirs", stat_in_dirs, METH_VARARGS, "fstatat each relative path under its directory's fd."},
     {"read_in_dirs", read_in_dirs, METH_VARARGS, "Open, fstat and read each relative path."},
+    {"build_path_index", build_path_index, METH_VARARGS, "Hash table of the rows of a string column."},
+    {"lookup_paths", lookup_paths, METH_VARARGS, "Rows of paths in a path index, or -1."},
     {NULL, NULL, 0, NULL},
 };
 

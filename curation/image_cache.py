@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from curation import speedups
 from curation.image_header import CORRUPT, MISSING, OK, PROBE_VERSION, UNSAFE, ImageInfo
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,58 @@ def cache_table(rows: dict[str, Any]) -> Any:
     return pa.table(cols, schema=schema)
 
 
+class PathIndex:
+    """The row of each path of a sidecar's ``path`` column; a path listed twice gets its last row.
+
+    With the compiled loops it is a hash table of row numbers over the column's own Arrow
+    buffers (a few bytes per path, built in C); otherwise a dict from each path to its row.
+    """
+
+    def __init__(self, paths: Any) -> None:
+        import numpy as np
+
+        if paths.null_count:
+            raise ValueError("image cache has rows without a path")
+        n = len(paths)
+        self._native = speedups.native
+        if self._native is None:
+            self._dict = dict(zip(paths.to_pylist(), range(n), strict=True))
+            self._len = len(self._dict)
+            return
+        _validity, offsets, data = paths.buffers()
+        self._offsets = np.frombuffer(offsets, dtype=np.int32)[paths.offset : paths.offset + n + 1].astype(
+            np.int64
+        )
+        self._data = data if data is not None else b""
+        self._table = np.empty(1 << max(4, (2 * n).bit_length()), dtype=np.int32)
+        self._len = self._native.build_path_index(self._offsets, self._data, self._table)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __contains__(self, rel: object) -> bool:
+        return self.get(rel, -1) >= 0
+
+    def get(self, rel: object, default: Any = None) -> Any:
+        if self._native is None:
+            return self._dict.get(rel, default)
+        row = int(self.lookup([rel])[0])
+        return default if row < 0 else row
+
+    def lookup(self, rels: list[Any]) -> Any:
+        """The rows of ``rels`` as an int64 numpy array, -1 for paths not in the sidecar."""
+        import numpy as np
+
+        if self._native is None:
+            get = self._dict.get
+            return np.fromiter((get(r, -1) for r in rels), dtype=np.int64, count=len(rels))
+        rows = np.empty(len(rels), dtype=np.int64)
+        self._native.lookup_paths(
+            rels if type(rels) is list else list(rels), self._offsets, self._data, self._table, rows
+        )
+        return rows
+
+
 class CachedInfos:
     """Probe results read from a sidecar, held compactly: ``get(path) -> ImageInfo | None``.
 
@@ -180,8 +233,7 @@ class CachedInfos:
             rows = pc.indices_nonzero(valid).to_pylist()
             return dict(zip(rows, c.filter(valid).to_pylist(), strict=True))
 
-        paths = col("path").to_pylist()
-        self.row = dict(zip(paths, range(n), strict=True))  # a path twice: the last row wins
+        self.row = PathIndex(col("path").combine_chunks())  # a path twice: the last row wins
         self.size = ints("size")
         self.mtime = ints("mtime_ns")
         self.width = ints("width")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import itertools
 import logging
 import os
 import stat
@@ -417,7 +416,7 @@ class ImageChecker:
         import numpy as np
 
         n = len(rels)
-        found = np.fromiter(map(self._rows.get, rels, itertools.repeat(-1, n)), dtype=np.int64, count=n)
+        found = self._rows.lookup(rels)
         recent = self._recent
         candidate = found >= 0
         if recent:

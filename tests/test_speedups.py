@@ -300,3 +300,32 @@ def test_filter_outputs_are_the_same_with_and_without_the_compiled_loops(tmp_pat
         outs.append({n: (out / n).read_bytes() for n in ("kept.json", "kept.parquet", "dropped.parquet")})
         shutil.copy(out / "report.json", tmp_path / f"report{on}.json")
     assert outs[0] == outs[1]
+
+
+# --------------------------------------------------------------------------- sidecar path index
+
+
+@native
+def test_path_index_matches_a_dict_last_row_winning(pure):
+    import pyarrow as pa
+
+    from curation.image_cache import PathIndex
+
+    rng = random.Random(3)
+    paths = [f"d{rng.randrange(40)}/{rng.randrange(300)}.png" for _ in range(2000)] + ["é/ü.png", ""]
+    column = pa.array(["pad", *paths]).slice(1)  # a sliced column: offsets that do not start at 0
+    queries = [*paths, "nope.png", "d1/", "a\udcffb.png", 7]
+    want = {p: row for row, p in enumerate(paths)}  # a path twice: its last row
+    for on in (False, True):
+        pure(on)
+        index = PathIndex(column)
+        assert len(index) == len(want)
+        assert index.lookup(queries).tolist() == [
+            want.get(q, -1) if isinstance(q, str) else -1 for q in queries
+        ]
+        assert index.get("nope.png", -1) == -1
+        assert index.get(paths[5]) == want[paths[5]]
+        assert paths[0] in index
+        assert "nope.png" not in index
+    with pytest.raises(ValueError, match="without a path"):
+        PathIndex(pa.array(["a", None]))
