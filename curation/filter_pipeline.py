@@ -495,7 +495,7 @@ def filter_dataset(
         raise
 
     for name, path in tmp.items():
-        os.replace(path, out / name)
+        _replace(path, out / name)
         report.outputs[name] = str(out / name)
     entry = _dataset_info_entry(layout, mkey, config)
     if entry is not None:
@@ -694,6 +694,28 @@ def _absorb(
         string_array(cols["raw"]),
     ]
     dropped_pq.write([pa.RecordBatch.from_arrays(arrays, schema=dropped_pq.schema)])
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """``os.replace(src, dst)``, without ext4 writing ``src`` out first.
+
+    ext4 (``auto_da_alloc``) flushes a file renamed over an existing one to disk before the
+    rename returns: 0.3 s for a 400 MB ``kept.json`` replacing an earlier run's. Moving the
+    old file aside first makes it a rename to a free name; the old file is then removed.
+    """
+    aside = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    try:
+        os.rename(dst, aside)
+    except FileNotFoundError:
+        aside = None
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, dst)
+        raise
+    if aside is not None:
+        aside.unlink()
 
 
 def _check_accounting(report: FilterReport, json_count: int, kept_rows: int, dropped_rows: int) -> None:

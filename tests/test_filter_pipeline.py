@@ -409,7 +409,23 @@ def test_outputs_replace_an_earlier_run(dataset, tmp_path):
     first = (out / "kept.json").read_bytes()
     filter_dataset(src, images, out, CFG.replace(cache=False))
     assert (out / "kept.json").read_bytes() == first
-    assert not [p for p in os.listdir(out) if ".tmp-" in p]
+    assert not [p for p in os.listdir(out) if ".tmp-" in p or ".old-" in p]
+
+
+def test_replacing_an_output_keeps_the_old_one_when_the_new_one_cannot_be_moved(tmp_path):
+    from curation.filter_pipeline import _replace
+
+    old, new = tmp_path / "kept.json", tmp_path / ".kept.json.tmp"
+    old.write_text("old")
+    with pytest.raises(FileNotFoundError):
+        _replace(new, old)
+    assert old.read_text() == "old"
+    new.write_text("new")
+    _replace(new, old)
+    assert old.read_text() == "new"
+    assert os.listdir(tmp_path) == ["kept.json"]
+    _replace(old, tmp_path / "fresh.json")  # nothing to move aside
+    assert os.listdir(tmp_path) == ["fresh.json"]
 
 
 def test_missing_image_root_and_input(tmp_path):
