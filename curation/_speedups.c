@@ -628,6 +628,188 @@ static PyObject *lookup_paths(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ image headers */
+
+/* fast_probe(data) -> (width, height, "JPEG" | "PNG"), None (ask Pillow), or True (a JPEG
+ * with an EXIF block: run the Python parser, which checks the block as Pillow would).
+ * The same decisions as curation.image_header._fast_jpeg / _fast_png, step for step. */
+
+static int starts(const unsigned char *d, Py_ssize_t n, Py_ssize_t at, const char *prefix, Py_ssize_t len)
+{
+    return at >= 0 && at + len <= n && memcmp(d + at, prefix, (size_t)len) == 0;
+}
+
+static int jpeg_fast_marker(unsigned char m)
+{
+    return m == 0xC0 || m == 0xC1 || m == 0xC2 || m == 0xC4 || m == 0xDA || m == 0xDB || m == 0xDD || m == 0xFE ||
+           (m >= 0xE0 && m <= 0xEF);
+}
+
+/* 1: size found (w, h); 0: ask Pillow; 2: EXIF, ask the Python parser */
+static int fast_jpeg(const unsigned char *d, Py_ssize_t n, long *w, long *h)
+{
+    Py_ssize_t pos = 2;
+    int have_size = 0, exif = 0, has_dpi = 0;
+    for (;;) {
+        if (pos + 4 > n || d[pos] != 0xFF)
+            return 0;
+        unsigned char marker = d[pos + 1];
+        if (!jpeg_fast_marker(marker))
+            return 0;
+        Py_ssize_t length = ((Py_ssize_t)d[pos + 2] << 8) | d[pos + 3];
+        Py_ssize_t end = pos + 2 + length;
+        if (length < 2 || end > n)
+            return 0;
+        Py_ssize_t body = pos + 4;
+        if (marker == 0xDA) {
+            if (!have_size)
+                return 0;
+            return exif && !has_dpi ? 2 : 1;
+        }
+        if (marker >= 0xE0 && marker != 0xFE) {
+            if (marker == 0xE0) {
+                if (starts(d, n, body, "JFIF", 4)) {
+                    if (length - 2 < 7)
+                        return 0;
+                    if (length - 2 >= 12 && (d[body + 7] == 1 || d[body + 7] == 2))
+                        has_dpi = 1;
+                }
+            }
+            else if (marker == 0xE1) {
+                if (starts(d, n, body, "Exif\0\0", 6))
+                    exif = 1;
+            }
+            else if (marker == 0xE2) {
+                if (starts(d, n, body, "ICC_PROFILE\0", 12) || starts(d, n, body, "MPF\0", 4))
+                    return 0;
+            }
+            else if (marker == 0xED) {
+                if (starts(d, n, body, "Photoshop 3.0\0", 14))
+                    return 0;
+            }
+            else if (marker == 0xEE && starts(d, n, body, "Adobe", 5)) {
+                return 0;
+            }
+        }
+        else if (marker == 0xC0 || marker == 0xC1 || marker == 0xC2) {
+            Py_ssize_t seg = length - 2;
+            if (seg < 6 || (seg - 6) % 3 || d[body] != 8 || !(d[body + 5] == 1 || d[body + 5] == 3 || d[body + 5] == 4))
+                return 0;
+            *h = ((long)d[body + 1] << 8) | d[body + 2];
+            *w = ((long)d[body + 3] << 8) | d[body + 4];
+            if (!*w || !*h)
+                return 0;
+            have_size = 1;
+        }
+        else if (marker == 0xDB) {
+            Py_ssize_t i = body;
+            while (i < end)
+                i += d[i] < 16 ? 65 : 129;
+            if (i != end)
+                return 0;
+        }
+        pos = end;
+    }
+}
+
+static uint32_t crc_table[256];
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320U ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static uint32_t crc32_of(const unsigned char *p, Py_ssize_t n)
+{
+    uint32_t c = 0xFFFFFFFFU;
+    for (Py_ssize_t i = 0; i < n; i++)
+        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFU;
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static int png_mode_ok(unsigned char depth, unsigned char colour)
+{
+    switch (colour) {
+    case 0:
+        return depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
+    case 2:
+    case 4:
+    case 6:
+        return depth == 8 || depth == 16;
+    case 3:
+        return depth == 1 || depth == 2 || depth == 4 || depth == 8;
+    default:
+        return 0;
+    }
+}
+
+static int fast_png(const unsigned char *d, Py_ssize_t n, long *w, long *h)
+{
+    if (n < 41 || !starts(d, n, 8, "\0\0\0\x0dIHDR", 8))
+        return 0;
+    if (crc32_of(d + 12, 17) != be32(d + 29))
+        return 0;
+    if (!png_mode_ok(d[24], d[25]) || d[27])
+        return 0;
+    uint32_t width = be32(d + 16), height = be32(d + 20);
+    if (!width || !height)
+        return 0;
+    Py_ssize_t pos = 33;
+    for (;;) {
+        if (pos + 8 > n)
+            return 0;
+        const unsigned char *cid = d + pos + 4;
+        if (memcmp(cid, "IDAT", 4) == 0) {
+            *w = (long)width;
+            *h = (long)height;
+            return 1;
+        }
+        Py_ssize_t length = (Py_ssize_t)be32(d + pos);
+        Py_ssize_t end = pos + 8 + length;
+        if (!(memcmp(cid, "PLTE", 4) == 0 || memcmp(cid, "tEXt", 4) == 0) || length > (1 << 20) || end + 4 > n)
+            return 0;
+        if (crc32_of(d + pos + 4, end - pos - 4) != be32(d + end))
+            return 0;
+        pos = end + 4;
+    }
+}
+
+static PyObject *fast_probe(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *d = view.buf;
+    Py_ssize_t n = view.len;
+    long w = 0, h = 0;
+    int r = 0;
+    const char *fmt = NULL;
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) {
+        r = fast_jpeg(d, n, &w, &h);
+        fmt = "JPEG";
+    }
+    else if (starts(d, n, 0, "\x89PNG\r\n\x1a\n", 8)) {
+        r = fast_png(d, n, &w, &h);
+        fmt = "PNG";
+    }
+    PyBuffer_Release(&view);
+    if (r == 2)
+        Py_RETURN_TRUE;
+    if (r == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(lls)", w, h, fmt);
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -635,6 +817,7 @@ static PyMethodDef methods[] = {
     {"scan_list_block", scan_list_block, METH_VARARGS, "Element delimiters of one block of a JSON list."},
     {"stat_in_dirs", stat_in_dirs, METH_VARARGS, "fstatat each relative path under its directory's fd."},
     {"read_in_dirs", read_in_dirs, METH_VARARGS, "Open, fstat and read each relative path."},
+    {"fast_probe", fast_probe, METH_O, "Size and format from a JPEG or PNG header Pillow certainly accepts."},
     {"build_path_index", build_path_index, METH_VARARGS, "Hash table of the rows of a string column."},
     {"lookup_paths", lookup_paths, METH_VARARGS, "Rows of paths in a path index, or -1."},
     {NULL, NULL, 0, NULL},
@@ -644,6 +827,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1
 
 PyMODINIT_FUNC PyInit__speedups(void)
 {
+    crc_init();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -8,7 +8,10 @@ each caller keeps a numpy or Python version of the same loop, used when :data:`n
 - :func:`scan_list_block`: the element delimiters of one block of a top-level JSON list,
   or ``None`` where the block needs the numpy scanner (the list's end, errors);
 - :func:`stat_in_dirs`: ``fstatat`` of many paths relative to open directory fds;
-- :func:`read_in_dirs`: open, ``fstat`` and read many such paths (the cold image check).
+- :func:`read_in_dirs`: open, ``fstat`` and read many such paths (the cold image check);
+- ``native.build_path_index`` / ``native.lookup_paths``: the sidecar's path lookup
+  (:class:`curation.image_cache.PathIndex`);
+- ``native.fast_probe``: the JPEG/PNG header parser (:func:`curation.image_header.fast_probe`).
 """
 
 from __future__ import annotations
