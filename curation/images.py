@@ -578,13 +578,18 @@ class ImageBatch:
             self.hex[from_cache] = cache.hex_digests(r)
             if cache.decode_error:
                 self.decode_error[from_cache] = [int(i) in cache.decode_error for i in r]
-        for i in np.flatnonzero(~from_cache).tolist():
-            info = infos[i]
-            self.status_ok[i] = info.status == OK
-            if info.status == OK:
-                self.width[i], self.height[i] = info.width, info.height
-                self.hex[i] = np.frombuffer(info.sha256.encode(), dtype=np.uint8)
-            self.decode_error[i] = info.decode_error is not None
+        read = np.flatnonzero(~from_cache)
+        if len(read):  # columns from the infos, each in one pass
+            fresh = [infos[i] for i in read.tolist()]
+            good = np.array([info.status == OK for info in fresh], dtype=bool)
+            self.status_ok[read] = good
+            self.decode_error[read] = [info.decode_error is not None for info in fresh]
+            oks = [info for info, g in zip(fresh, good.tolist(), strict=True) if g]
+            at = read[good]
+            self.width[at] = [info.width for info in oks]
+            self.height[at] = [info.height for info in oks]
+            digests = "".join([info.sha256 for info in oks]).encode("ascii")
+            self.hex[at] = np.frombuffer(digests, dtype=np.uint8).reshape(len(oks), 64)
 
     def info(self, i: int) -> ImageInfo:
         """The :class:`ImageInfo` of path ``i``."""

@@ -213,7 +213,8 @@ def image_stages(images: pa.ListArray, checker: ImageChecker, config: FilterConf
             good &= ~batch.decode_error
         ref_batch[refs] = len(batches) - 1
         ref_index[refs] = idx
-        probed += [(batch.rels[i], batch.infos[i]) for i in np.flatnonzero(batch.opened).tolist()]
+        read = np.flatnonzero(batch.opened).tolist()
+        probed += zip(map(batch.rels.__getitem__, read), map(batch.infos.__getitem__, read), strict=True)
         bad = ~good[idx]
         for r, i in zip(rows[bad].tolist(), idx[bad].tolist(), strict=True):
             drop = check_image(batch.info(i), batch.rels[i], config)
