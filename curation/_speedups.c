@@ -309,6 +309,49 @@ static int get_outs(Outs *o, PyObject *s, PyObject *t, PyObject *m, Py_ssize_t n
     return 0;
 }
 
+/* The arguments stat_in_dirs and read_in_dirs share: the outputs, then each path's directory
+ * fd and leaf name (split_names). Returns -1 with an exception set, everything released. */
+typedef struct {
+    Outs o;
+    const char **leaf;
+    int *dirfd;
+    Py_ssize_t n;
+    int64_t *sizes, *mtimes, *modes;
+} Paths;
+
+static void release_paths(Paths *p)
+{
+    PyMem_Free(p->leaf);
+    PyMem_Free(p->dirfd);
+    p->leaf = NULL;
+    p->dirfd = NULL;
+    release_outs(&p->o);
+}
+
+static int get_paths(Paths *p, PyObject *names, PyObject *fds, PyObject *s, PyObject *t, PyObject *m)
+{
+    p->n = PyList_GET_SIZE(names);
+    p->leaf = NULL;
+    p->dirfd = NULL;
+    if (get_outs(&p->o, s, t, m, p->n) < 0)
+        return -1;
+    p->sizes = p->o.sv.buf;
+    p->mtimes = p->o.tv.buf;
+    p->modes = p->o.mv.buf;
+    p->leaf = PyMem_Malloc((size_t)(p->n ? p->n : 1) * sizeof(char *));
+    p->dirfd = PyMem_Malloc((size_t)(p->n ? p->n : 1) * sizeof(int));
+    if (p->leaf == NULL || p->dirfd == NULL) {
+        PyErr_NoMemory();
+        release_paths(p);
+        return -1;
+    }
+    if (split_names(names, fds, p->leaf, p->dirfd, p->modes) < 0) {
+        release_paths(p);
+        return -1;
+    }
+    return 0;
+}
+
 static int64_t mtime_ns(const struct stat *st)
 {
     return (int64_t)st->st_mtim.tv_sec * 1000000000LL + (int64_t)st->st_mtim.tv_nsec;
@@ -326,42 +369,26 @@ static PyObject *stat_in_dirs(PyObject *self, PyObject *args)
     PyObject *names, *fds, *s, *t, *m;
     if (!PyArg_ParseTuple(args, "O!O!OOO", &PyList_Type, &names, &PyDict_Type, &fds, &s, &t, &m))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(names);
-    Outs o;
-    if (get_outs(&o, s, t, m, n) < 0)
+    Paths p;
+    if (get_paths(&p, names, fds, s, t, m) < 0)
         return NULL;
-    int64_t *sizes = o.sv.buf, *mtimes = o.tv.buf, *modes = o.mv.buf;
-    const char **leaf = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(char *));
-    int *dirfd = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int));
-    PyObject *result = NULL;
-    if (leaf == NULL || dirfd == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (split_names(names, fds, leaf, dirfd, modes) < 0)
-        goto done;
     Py_BEGIN_ALLOW_THREADS
     struct stat st;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sizes[i] = mtimes[i] = 0;
-        if (leaf[i] == NULL)
+    for (Py_ssize_t i = 0; i < p.n; i++) {
+        p.sizes[i] = p.mtimes[i] = 0;
+        if (p.leaf[i] == NULL)
             continue;
-        if (fstatat(dirfd[i], leaf[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            modes[i] = STAT_FAILED - errno;
+        if (fstatat(p.dirfd[i], p.leaf[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            p.modes[i] = STAT_FAILED - errno;
             continue;
         }
-        sizes[i] = (int64_t)st.st_size;
-        mtimes[i] = mtime_ns(&st);
-        modes[i] = (int64_t)st.st_mode;
+        p.sizes[i] = (int64_t)st.st_size;
+        p.mtimes[i] = mtime_ns(&st);
+        p.modes[i] = (int64_t)st.st_mode;
     }
     Py_END_ALLOW_THREADS
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    PyMem_Free(leaf);
-    PyMem_Free(dirfd);
-    release_outs(&o);
-    return result;
+    release_paths(&p);
+    Py_RETURN_NONE;
 }
 
 #ifndef O_CLOEXEC
@@ -417,47 +444,38 @@ static PyObject *read_in_dirs(PyObject *self, PyObject *args)
     Py_ssize_t budget;
     if (!PyArg_ParseTuple(args, "O!O!nOOO", &PyList_Type, &names, &PyDict_Type, &fds, &budget, &s, &t, &m))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(names);
-    Outs o;
-    if (get_outs(&o, s, t, m, n) < 0)
+    Paths p;
+    if (get_paths(&p, names, fds, s, t, m) < 0)
         return NULL;
-    int64_t *sizes = o.sv.buf, *mtimes = o.tv.buf, *modes = o.mv.buf;
-    const char **leaf = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(char *));
-    int *dirfd = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int));
-    PyObject *out = NULL;
-    if (leaf == NULL || dirfd == NULL) {
-        PyErr_NoMemory();
-        goto fail;
+    PyObject *out = PyList_New(p.n);
+    if (out == NULL) {
+        release_paths(&p);
+        return NULL;
     }
-    if (split_names(names, fds, leaf, dirfd, modes) < 0)
-        goto fail;
-    out = PyList_New(n);
-    if (out == NULL)
-        goto fail;
     Py_ssize_t total = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sizes[i] = mtimes[i] = 0;
+    for (Py_ssize_t i = 0; i < p.n; i++) {
+        p.sizes[i] = p.mtimes[i] = 0;
         Py_INCREF(Py_None);
         PyList_SET_ITEM(out, i, Py_None);
-        if (leaf[i] == NULL)
+        if (p.leaf[i] == NULL)
             continue;
         if (total >= budget) {
-            modes[i] = NOT_READ;
+            p.modes[i] = NOT_READ;
             continue;
         }
-        int fd = openat(dirfd[i], leaf[i], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        int fd = openat(p.dirfd[i], p.leaf[i], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
-            modes[i] = STAT_FAILED - errno;
+            p.modes[i] = STAT_FAILED - errno;
             continue;
         }
         struct stat st;
         if (fstat(fd, &st) != 0) {
-            modes[i] = STAT_FAILED - errno;
+            p.modes[i] = STAT_FAILED - errno;
             close(fd);
             continue;
         }
         if (!S_ISREG(st.st_mode)) {
-            modes[i] = NOT_REGULAR;
+            p.modes[i] = NOT_REGULAR;
             close(fd);
             continue;
         }
@@ -465,28 +483,23 @@ static PyObject *read_in_dirs(PyObject *self, PyObject *args)
         int e = errno;
         close(fd);
         if (data == NULL) {
-            if (PyErr_Occurred())
-                goto fail;
-            modes[i] = STAT_FAILED - e;
+            if (PyErr_Occurred()) {
+                Py_DECREF(out);
+                release_paths(&p);
+                return NULL;
+            }
+            p.modes[i] = STAT_FAILED - e;
             continue;
         }
         total += PyBytes_GET_SIZE(data);
-        sizes[i] = (int64_t)st.st_size;
-        mtimes[i] = mtime_ns(&st);
-        modes[i] = (int64_t)st.st_mode;
+        p.sizes[i] = (int64_t)st.st_size;
+        p.mtimes[i] = mtime_ns(&st);
+        p.modes[i] = (int64_t)st.st_mode;
         PyList_SET_ITEM(out, i, data); /* steals data; drops nothing, so drop the None's reference */
         Py_DECREF(Py_None);
     }
-    PyMem_Free(leaf);
-    PyMem_Free(dirfd);
-    release_outs(&o);
+    release_paths(&p);
     return out;
-fail:
-    Py_XDECREF(out);
-    PyMem_Free(leaf);
-    PyMem_Free(dirfd);
-    release_outs(&o);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------ path index */

@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from curation import speedups
@@ -425,13 +425,9 @@ class ImageChecker:
         names = rels if len(idx) == n else [rels[i] for i in idx.tolist()]
         resolver = self.resolver
         sizes, mtimes, modes = speedups.stat_in_dirs(names, resolver._fds)
-        unseen = np.flatnonzero(modes == speedups.NEED_DIR)
-        if len(unseen):
-            # directories not opened yet: open them (each once), then stat those paths again
-            for rel_dir in {names[k].rpartition("/")[0] for k in unseen.tolist()}:
-                resolver.directory(rel_dir)
-            again = [names[k] for k in unseen.tolist()]
-            sizes[unseen], mtimes[unseen], modes[unseen] = speedups.stat_in_dirs(again, resolver._fds)
+        for ks in self._dir_rounds(names, np.flatnonzero(modes == speedups.NEED_DIR)):
+            again = [names[k] for k in ks.tolist()]
+            sizes[ks], mtimes[ks], modes[ks] = speedups.stat_in_dirs(again, resolver._fds)
         cache = self.cache
         row = found[idx]
         ok = (modes >= 0) & ((modes & 0o170000) == stat.S_IFREG)
@@ -449,6 +445,27 @@ class ImageChecker:
         rest[hit_at] = False
         return np.flatnonzero(rest).tolist()
 
+    def _dir_rounds(self, names: list[str], unseen: Any) -> Iterator[Any]:
+        """Positions of ``unseen`` (paths whose directory has no open fd) in rounds whose
+        directories are open: as many directories per round as the fd budget holds, so that a
+        tree with more directories than handles does not close the ones a round needs."""
+        import numpy as np
+
+        resolver = self.resolver
+        by_dir: dict[str, list[int]] = {}
+        for k in unseen.tolist():
+            by_dir.setdefault(names[k].rpartition("/")[0], []).append(k)
+        dirs = list(by_dir)
+        while dirs:
+            room = resolver._max_fds - len(resolver._fds)
+            if room < min(len(dirs), resolver._max_fds):
+                resolver.close()  # start over (the paths of earlier rounds are done)
+                room = resolver._max_fds
+            take, dirs = dirs[:room], dirs[room:]
+            for rel_dir in take:
+                resolver.directory(rel_dir)
+            yield np.sort(np.array([k for rel_dir in take for k in by_dir[rel_dir]], dtype=np.int64))
+
     def _read_many(self, rels: list[str], todo: Any, infos: list[Any], rows: Any, opened: Any) -> None:
         """:meth:`_check` of the paths at positions ``todo``, in order, reading files in C batches.
 
@@ -465,23 +482,20 @@ class ImageChecker:
         while todo:
             names = [rels[i] for i in todo]
             data, sizes, mtimes, modes = speedups.read_in_dirs(names, resolver._fds, _READ_BUDGET)
-            unseen = np.flatnonzero(modes == speedups.NEED_DIR)
-            if len(unseen):  # open the directories (each once), then read those paths
-                for rel_dir in {names[k].rpartition("/")[0] for k in unseen.tolist()}:
-                    resolver.directory(rel_dir)
-                again = [names[k] for k in unseen.tolist()]
-                more, s2, t2, m2 = speedups.read_in_dirs(again, resolver._fds, _READ_BUDGET)
-                for j, k in enumerate(unseen.tolist()):
+            for ks in self._dir_rounds(names, np.flatnonzero(modes == speedups.NEED_DIR)):
+                more, s2, t2, m2 = speedups.read_in_dirs(
+                    [names[k] for k in ks.tolist()], resolver._fds, _READ_BUDGET
+                )
+                for j, k in enumerate(ks.tolist()):
                     data[k] = more[j]
-                sizes[unseen], mtimes[unseen], modes[unseen] = s2, t2, m2
+                sizes[ks], mtimes[ks], modes[ks] = s2, t2, m2
             codes = modes.tolist()
-            later: list[int] = []  # after the byte budget: the next batch (a suffix, so in order)
-            for k, i in enumerate(todo):
+            # past the byte budget: from the first path not read on, the next batch (in order)
+            cut = codes.index(speedups.NOT_READ) if speedups.NOT_READ in codes else len(codes)
+            later = todo[cut:]
+            for k, i in enumerate(todo[:cut]):
                 blob = data[k]
                 rel = names[k]
-                if codes[k] == speedups.NOT_READ:
-                    later.append(i)
-                    continue
                 if blob is None or rel in recent:
                     info, row, was_read = check(rel)
                     if info is None:

@@ -383,3 +383,34 @@ def test_compiled_header_parser_decides_as_the_python_one():
             answered += want is not None
     assert answered > 500  # the fast path did answer for the intact headers and many variants
     assert checked > 8000
+
+
+@native
+@pytest.mark.parametrize("cached", [False, True])
+def test_more_directories_than_directory_handles(tmp_path, pure, cached):
+    root = tmp_path / "images"
+    rels = []
+    for d in range(60):
+        (root / f"d{d}").mkdir(parents=True)
+        rel = f"d{d}/x.png"
+        (root / rel).write_bytes(image_bytes((30 + d, 30)))
+        rels.append(rel)
+    rels = rels + rels[::-1]  # every directory again, in the other order
+    if cached:
+        with ImageChecker(root) as checker:
+            infos = [checker.check(r)[0] for r in rels[:60]]
+        save_cache(
+            tmp_path / "c.parquet", root, [cache_table(cache_rows(zip(rels[:60], infos, strict=True)))]
+        )
+    results = {}
+    for on in (False, True):
+        pure(on)
+        with ImageChecker(
+            root, cache=load_cache(tmp_path / "c.parquet", root) if cached else None
+        ) as checker:
+            checker.resolver._max_fds = 16  # fewer handles than directories
+            results[on] = (_batch(checker, rels), checker.stats())
+            assert len(checker.resolver._fds) <= 16
+    assert results[False] == results[True]
+    assert all(r[0] == "ok" for r in results[True][0][0])
+    assert results[True][1].opened == (0 if cached else 60)
