@@ -97,7 +97,7 @@ static int push(Int64s *v, int64_t x)
 }
 
 /* scan_list_block(buf, in_string, bs_carry, depth, first) ->
- *     (bytes of int64 delimiter offsets, commas, opened, in_string, bs_carry, depth) or None
+ *     (bytes of int64 delimiter offsets, commas, in_string, bs_carry, depth) or None
  *
  * One block of a top-level JSON list, in the plain case: the offsets of the list's element
  * delimiters (commas at depth 1, and the opening '[' when `first`), with the state to carry
@@ -181,7 +181,7 @@ static PyObject *scan_list_block(PyObject *self, PyObject *args)
     PyMem_Free(out.data);
     if (bytes == NULL)
         return NULL;
-    return Py_BuildValue("(Nniinn)", bytes, commas, opened, in_string, run, depth);
+    return Py_BuildValue("(Nninn)", bytes, commas, in_string, run, depth);
 }
 
 /* ------------------------------------------------------------------ stat */

@@ -65,6 +65,7 @@ def _cache_identity(image_root: str | os.PathLike[str]) -> dict[bytes, bytes]:
 
 
 _STATUSES = (OK, CORRUPT, MISSING, UNSAFE)
+_STATUS_CODE = {s: k for k, s in enumerate(_STATUSES)}
 # every worker reads the whole sidecar when it starts: snappy reads it about 3x faster than
 # zstd (0.06 s against 0.21 s for 253K images), and the SHA-256 digits, most of it, hardly compress
 _COMPRESSION = "snappy"
@@ -89,13 +90,12 @@ def cache_rows(items: Iterable[tuple[str, ImageInfo]]) -> dict[str, Any]:
         if fmt not in code_of:
             code_of[fmt] = len(formats)
             formats.append(fmt)
-    status_code = {s: k for k, s in enumerate(_STATUSES)}
     return {
         "path": "\x00".join(rel for rel, _ in rows),
         "n": len(rows),
         "size": array.array("q", map(attrgetter("size"), infos)),
         "mtime_ns": array.array("q", map(attrgetter("mtime_ns"), infos)),
-        "status": bytes(map(status_code.__getitem__, map(attrgetter("status"), infos))),
+        "status": bytes(map(_STATUS_CODE.__getitem__, map(attrgetter("status"), infos))),
         "width": array.array("q", [-1 if w is None else w for w in map(attrgetter("width"), infos)]),
         "height": array.array("q", [-1 if h is None else h for h in map(attrgetter("height"), infos)]),
         "format": bytes(map(code_of.__getitem__, map(attrgetter("format"), infos))),

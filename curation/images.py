@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from curation import speedups
@@ -338,12 +338,7 @@ class ImageChecker:
             rest = self._sidecar_hits(rels, rows)
         # batched reads where no mapping of earlier results could answer instead (a sidecar's
         # rows are settled above; a plain dict cache goes through _check)
-        if (
-            rest
-            and speedups.native is not None
-            and self.resolver._max_fds
-            and (self._rows is not None or not self.cache)
-        ):
+        if rest and self._native_paths and (self._rows is not None or not self.cache):
             self._read_many(rels, rest, infos, rows, opened)
             rest = []
         check = self._check
@@ -364,7 +359,7 @@ class ImageChecker:
         compiled loop (:mod:`curation.speedups`) the ``stat`` calls run in C, and the
         comparisons in numpy.
         """
-        if speedups.native is not None and self.resolver._max_fds:
+        if self._native_paths:
             return self._sidecar_hits_native(rels, rows)
         get = self._rows.get
         recent = self._recent
@@ -412,6 +407,11 @@ class ImageChecker:
         self.cache_hits += len(hit_at)
         return rest
 
+    @property
+    def _native_paths(self) -> bool:
+        """Whether the compiled per-path loops can run: built, and directories held open."""
+        return speedups.native is not None and bool(self.resolver._max_fds)
+
     def _sidecar_hits_native(self, rels: list[str], rows: Any) -> list[int]:
         import numpy as np
 
@@ -423,11 +423,9 @@ class ImageChecker:
             candidate &= ~np.fromiter((rel in recent for rel in rels), dtype=bool, count=n)
         idx = np.flatnonzero(candidate)
         names = rels if len(idx) == n else [rels[i] for i in idx.tolist()]
-        resolver = self.resolver
-        sizes, mtimes, modes = speedups.stat_in_dirs(names, resolver._fds)
-        for ks in self._dir_rounds(names, np.flatnonzero(modes == speedups.NEED_DIR)):
-            again = [names[k] for k in ks.tolist()]
-            sizes[ks], mtimes[ks], modes[ks] = speedups.stat_in_dirs(again, resolver._fds)
+        _, sizes, mtimes, modes = self._in_dirs(
+            lambda part, fds: (None, *speedups.stat_in_dirs(part, fds)), names
+        )
         cache = self.cache
         row = found[idx]
         ok = (modes >= 0) & ((modes & 0o170000) == stat.S_IFREG)
@@ -445,15 +443,19 @@ class ImageChecker:
         rest[hit_at] = False
         return np.flatnonzero(rest).tolist()
 
-    def _dir_rounds(self, names: list[str], unseen: Any) -> Iterator[Any]:
-        """Positions of ``unseen`` (paths whose directory has no open fd) in rounds whose
-        directories are open: as many directories per round as the fd budget holds, so that a
-        tree with more directories than handles does not close the ones a round needs."""
+    def _in_dirs(self, call: Callable[..., tuple[Any, Any, Any, Any]], names: list[str]) -> tuple[Any, ...]:
+        """``call(names, dir_fds) -> (data or None, sizes, mtimes, modes)`` (a compiled loop of
+        :mod:`curation.speedups`), called again for the paths whose directory had no open fd.
+
+        Those directories are opened in rounds of as many as the fd budget holds, so that a
+        tree with more directories than handles does not close the ones a round needs.
+        """
         import numpy as np
 
         resolver = self.resolver
+        data, sizes, mtimes, modes = call(names, resolver._fds)
         by_dir: dict[str, list[int]] = {}
-        for k in unseen.tolist():
+        for k in np.flatnonzero(modes == speedups.NEED_DIR).tolist():
             by_dir.setdefault(names[k].rpartition("/")[0], []).append(k)
         dirs = list(by_dir)
         while dirs:
@@ -464,7 +466,12 @@ class ImageChecker:
             take, dirs = dirs[:room], dirs[room:]
             for rel_dir in take:
                 resolver.directory(rel_dir)
-            yield np.sort(np.array([k for rel_dir in take for k in by_dir[rel_dir]], dtype=np.int64))
+            ks = sorted(k for rel_dir in take for k in by_dir[rel_dir])
+            more, sizes[ks], mtimes[ks], modes[ks] = call([names[k] for k in ks], resolver._fds)
+            if data is not None:
+                for j, k in enumerate(ks):
+                    data[k] = more[j]
+        return data, sizes, mtimes, modes
 
     def _read_many(self, rels: list[str], todo: Any, infos: list[Any], rows: Any, opened: Any) -> None:
         """:meth:`_check` of the paths at positions ``todo``, in order, reading files in C batches.
@@ -473,22 +480,15 @@ class ImageChecker:
         :meth:`_open_and_probe` would; the others (odd spellings, symlinks, non-regular or
         unreadable files, files seen earlier in this run) go through :meth:`_check` in turn.
         """
-        import numpy as np
 
         todo = list(todo)
-        resolver = self.resolver
         recent = self._recent
         check = self._check
         while todo:
             names = [rels[i] for i in todo]
-            data, sizes, mtimes, modes = speedups.read_in_dirs(names, resolver._fds, _READ_BUDGET)
-            for ks in self._dir_rounds(names, np.flatnonzero(modes == speedups.NEED_DIR)):
-                more, s2, t2, m2 = speedups.read_in_dirs(
-                    [names[k] for k in ks.tolist()], resolver._fds, _READ_BUDGET
-                )
-                for j, k in enumerate(ks.tolist()):
-                    data[k] = more[j]
-                sizes[ks], mtimes[ks], modes[ks] = s2, t2, m2
+            data, sizes, mtimes, modes = self._in_dirs(
+                lambda part, fds: speedups.read_in_dirs(part, fds, _READ_BUDGET), names
+            )
             codes = modes.tolist()
             # past the byte budget: from the first path not read on, the next batch (in order)
             cut = codes.index(speedups.NOT_READ) if speedups.NOT_READ in codes else len(codes)

@@ -253,6 +253,13 @@ def _real_quotes_np(a: np.ndarray, bs_carry: int) -> tuple[np.ndarray, int]:
     return q, run
 
 
+def _between(last_delim: int, dpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The element spans between the delimiters ``dpos`` (file offsets), continuing from the
+    delimiter ``last_delim`` of the blocks before (-1: none yet)."""
+    all_delims = np.concatenate(([last_delim], dpos)) if last_delim >= 0 else dpos
+    return all_delims[:-1] + 1, all_delims[1:]
+
+
 class _ListScanner:
     """Finds the byte spans of the elements of a top-level JSON list, block by block.
 
@@ -296,14 +303,13 @@ class _ListScanner:
                 if speedups.native is not None:
                     fast = speedups.scan_list_block(block, in_string, bs_carry, depth, last_delim == -1)
                     if fast is not None:  # the plain case: commas between records
-                        dpos, n_commas, _opened, in_string, bs_carry, depth = fast
+                        dpos, n_commas, in_string, bs_carry, depth = fast
                         if len(dpos):
-                            dpos = dpos + offset
-                            all_delims = np.concatenate(([last_delim], dpos)) if last_delim >= 0 else dpos
+                            starts, ends = _between(last_delim, dpos + offset)
                             commas += n_commas
-                            last_delim = int(dpos[-1])
-                            if len(all_delims) > 1:
-                                yield all_delims[:-1] + 1, all_delims[1:], None, False
+                            last_delim = int(dpos[-1]) + offset
+                            if len(starts):
+                                yield starts, ends, None, False
                         offset += len(block)
                         continue
                 a = np.frombuffer(block, dtype=np.uint8)
@@ -358,9 +364,7 @@ class _ListScanner:
                 dpos = sp[delim] + offset
                 dcls = sc[delim]
                 if len(dpos):
-                    all_delims = np.concatenate(([last_delim], dpos)) if last_delim >= 0 else dpos
-                    starts = all_delims[:-1] + 1
-                    ends = all_delims[1:]
+                    starts, ends = _between(last_delim, dpos)
                     if len(ends) and dcls[-1] == _CLOSE_ARR:
                         closed_at = int(ends[-1])
                         # "[ ]" is an empty list, not one blank record

@@ -54,21 +54,23 @@ def real_quotes(block: Any, bs_carry: int) -> tuple[np.ndarray, int]:
 
 def scan_list_block(
     block: Any, in_string: int, bs_carry: int, depth: int, first: bool
-) -> tuple[np.ndarray, int, bool, int, int, int] | None:
-    """``(delimiter offsets, commas, opened, in_string, bs_carry, depth)`` or ``None``; needs :data:`native`."""
+) -> tuple[np.ndarray, int, int, int, int] | None:
+    """``(delimiter offsets, commas, in_string, bs_carry, depth)`` or ``None``; needs :data:`native`."""
     res = native.scan_list_block(block, in_string, bs_carry, depth, first)
     if res is None:
         return None
-    raw, commas, opened, in_string, bs_carry, depth = res
-    return np.frombuffer(raw, dtype=np.int64), commas, bool(opened), in_string, bs_carry, depth
+    raw, commas, in_string, bs_carry, depth = res
+    return np.frombuffer(raw, dtype=np.int64), commas, in_string, bs_carry, depth
+
+
+def _outputs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-path sizes, mtimes and modes the C loops fill."""
+    return np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
 
 
 def stat_in_dirs(names: list[str], fds: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(sizes, mtimes_ns, modes)`` of each path; a negative mode is one of the codes above."""
-    n = len(names)
-    sizes = np.empty(n, dtype=np.int64)
-    mtimes = np.empty(n, dtype=np.int64)
-    modes = np.empty(n, dtype=np.int64)
+    sizes, mtimes, modes = _outputs(len(names))
     native.stat_in_dirs(names, fds, sizes, mtimes, modes)
     return sizes, mtimes, modes
 
@@ -79,9 +81,6 @@ def read_in_dirs(
     """``(contents, sizes, mtimes_ns, modes)``: each path opened without following a final
     symlink, checked to be a regular file and read whole, until ``budget`` bytes are read
     (the rest get ``NOT_READ``). Sizes and mtimes are ``fstat``'s; failures leave ``None``."""
-    n = len(names)
-    sizes = np.empty(n, dtype=np.int64)
-    mtimes = np.empty(n, dtype=np.int64)
-    modes = np.empty(n, dtype=np.int64)
+    sizes, mtimes, modes = _outputs(len(names))
     data = native.read_in_dirs(names, fds, budget, sizes, mtimes, modes)
     return data, sizes, mtimes, modes
