@@ -536,6 +536,9 @@ static void release_index(Index *x, int have)
         PyBuffer_Release(&x->tv);
 }
 
+/* Borrow the three buffers and check their sizes: O(1), so a lookup of a few paths does not
+ * walk the whole column. The offsets themselves are checked row by row where a row is used
+ * (row_bounds), which keeps a bad column from reading outside its buffers. */
 static int get_index(Index *x, PyObject *off, PyObject *data, PyObject *table, int writable)
 {
     if (PyObject_GetBuffer(off, &x->ov, PyBUF_C_CONTIGUOUS) < 0)
@@ -554,33 +557,51 @@ static int get_index(Index *x, PyObject *off, PyObject *data, PyObject *table, i
     x->data = x->dv.buf;
     x->table = x->tv.buf;
     x->mask = slots - 1;
-    if (x->rows < 0 || slots < 1 || (slots & (slots - 1)) != 0 || slots <= x->rows ||
-        (x->rows > 0 && (x->off[0] < 0 || x->off[x->rows] > x->dv.len))) {
+    if (x->rows < 0 || slots < 1 || (slots & (slots - 1)) != 0 || slots <= x->rows) {
         PyErr_SetString(PyExc_ValueError, "bad path index: offsets, data or table size");
         release_index(x, 3);
         return -1;
     }
-    for (Py_ssize_t r = 0; r < x->rows; r++)
-        if (x->off[r] > x->off[r + 1]) {
-            PyErr_SetString(PyExc_ValueError, "bad path index: offsets go down");
-            release_index(x, 3);
-            return -1;
-        }
     return 0;
 }
 
+/* row r's string as [start, start + len) of the data buffer; 0 if r or its offsets are bad */
+static int row_bounds(const Index *x, int32_t r, const unsigned char **start, Py_ssize_t *len)
+{
+    if (r < 0 || r >= x->rows)
+        return 0;
+    int64_t a = x->off[r], b = x->off[r + 1];
+    if (a < 0 || b < a || b > (int64_t)x->dv.len)
+        return 0;
+    *start = x->data + a;
+    *len = (Py_ssize_t)(b - a);
+    return 1;
+}
+
+/* the slot holding s, or the empty slot where it would go; -1 if the table names a bad row */
 static Py_ssize_t find_slot(const Index *x, const unsigned char *s, Py_ssize_t n)
 {
     Py_ssize_t slot = (Py_ssize_t)(fnv1a(s, n) & (uint64_t)x->mask);
-    for (;;) {
+    for (Py_ssize_t probes = 0; probes <= x->mask; probes++) {
         int32_t r = x->table[slot];
         if (r < 0)
             return slot;
-        Py_ssize_t len = (Py_ssize_t)(x->off[r + 1] - x->off[r]);
-        if (len == n && memcmp(x->data + x->off[r], s, (size_t)n) == 0)
+        const unsigned char *t;
+        Py_ssize_t len;
+        if (!row_bounds(x, r, &t, &len))
+            return -1;
+        if (len == n && memcmp(t, s, (size_t)n) == 0)
             return slot;
         slot = (slot + 1) & x->mask;
     }
+    return -1; /* a full table: not one build_path_index made */
+}
+
+static PyObject *bad_index(Index *x)
+{
+    release_index(x, 3);
+    PyErr_SetString(PyExc_ValueError, "bad path index: the table or the offsets do not match the column");
+    return NULL;
 }
 
 /* build_path_index(offsets, data, table) -> distinct paths; a path twice keeps its last row */
@@ -601,7 +622,13 @@ static PyObject *build_path_index(PyObject *self, PyObject *args)
         x.table[i] = -1;
     Py_ssize_t distinct = 0;
     for (Py_ssize_t r = 0; r < x.rows; r++) {
-        Py_ssize_t slot = find_slot(&x, x.data + x.off[r], (Py_ssize_t)(x.off[r + 1] - x.off[r]));
+        const unsigned char *s;
+        Py_ssize_t len;
+        if (!row_bounds(&x, (int32_t)r, &s, &len))
+            return bad_index(&x);
+        Py_ssize_t slot = find_slot(&x, s, len);
+        if (slot < 0)
+            return bad_index(&x);
         distinct += x.table[slot] < 0;
         x.table[slot] = (int32_t)r;
     }
@@ -634,7 +661,12 @@ static PyObject *lookup_paths(PyObject *self, PyObject *args)
             rows[i] = -1;
             continue;
         }
-        rows[i] = x.table[find_slot(&x, (const unsigned char *)s, len)];
+        Py_ssize_t slot = find_slot(&x, (const unsigned char *)s, len);
+        if (slot < 0) {
+            PyBuffer_Release(&rv);
+            return bad_index(&x);
+        }
+        rows[i] = x.table[slot];
     }
     release_index(&x, 3);
     PyBuffer_Release(&rv);

@@ -332,6 +332,34 @@ def test_path_index_matches_a_dict_last_row_winning(pure):
         PathIndex(pa.array(["a", None]))
 
 
+@native
+@pytest.mark.parametrize(
+    "offsets, table_fill, call",
+    [
+        ([0, 3, 1, 4], None, "build"),  # offsets going down: a row with a negative length
+        ([0, 3, 99], None, "build"),  # a row past the end of the data
+        ([-1, 3, 4], None, "build"),  # a row starting before the data
+        ([0, 2, 4], 7, "lookup"),  # a table naming a row the column does not have
+        ([0, 2, 4], 0, "lookup"),  # a full table (no empty slot): the probe must stop
+    ],
+)
+def test_path_index_refuses_buffers_that_do_not_match(offsets, table_fill, call):
+    """The index reads offsets row by row where they are used; bad ones are an error, never a
+    read outside the buffers (a lookup no longer walks the whole column first)."""
+    data = b"abcdxyz"
+    off = np.array(offsets, dtype=np.int64)
+    table = np.full(8, -1, dtype=np.int32)
+    if call == "build":
+        with pytest.raises(ValueError, match="bad path index"):
+            _NATIVE.build_path_index(off, data, table)
+        return
+    assert _NATIVE.build_path_index(off, data, table) == 2
+    table[:] = table_fill
+    rows = np.empty(2, dtype=np.int64)
+    with pytest.raises(ValueError, match="bad path index"):
+        _NATIVE.lookup_paths(["ab", "zz"], off, data, table, rows)
+
+
 # --------------------------------------------------------------------------- image headers
 
 
