@@ -334,7 +334,7 @@ def test_path_index_matches_a_dict_last_row_winning(pure):
 
 @native
 @pytest.mark.parametrize(
-    "offsets, table_fill, call",
+    ("offsets", "table_fill", "call"),
     [
         ([0, 3, 1, 4], None, "build"),  # offsets going down: a row with a negative length
         ([0, 3, 99], None, "build"),  # a row past the end of the data
