@@ -41,6 +41,7 @@ from curation.filters import CODES, REASONS, detect_layout
 from curation.images import CACHE_FILENAME, CacheWriter, cache_table, load_cache
 from curation.io import BadInputError, InputSource, Task, describe_position
 from curation.parquet_out import RowGroupWriter
+from curation.processes import remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ KEPT_PARQUET = "kept.parquet"
 DROPPED_PARQUET = "dropped.parquet"
 REPORT_JSON = "report.json"
 DATASET_INFO = "dataset_info.json"
+_OUTPUTS = (KEPT_JSON, KEPT_PARQUET, DROPPED_PARQUET)  # written under temporary names, then renamed
 _ROWS_PER_GROUP = 8192  # Parquet row group size of the outputs
 _REASON_OF = {code: reason for reason, code in CODES.items()}
 
@@ -421,6 +423,8 @@ def filter_dataset(
         raise FileNotFoundError(f"image root {root} is not a directory")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # outputs half-written or moved aside (see _replace) by an earlier run that was killed
+    remove_stale(out, [f".{name}.{kind}-" for name in _OUTPUTS for kind in ("tmp", "old")])
     source = InputSource(input_path, split=config.split, skip_bad_lines=config.skip_bad_lines)
     layout, mkey = _choose_layout(source, config)
     cache_path = None
@@ -439,7 +443,7 @@ def filter_dataset(
 
     from curation.schema import RECORD_SCHEMA
 
-    tmp = {name: out / f".{name}.tmp-{os.getpid()}" for name in (KEPT_JSON, KEPT_PARQUET, DROPPED_PARQUET)}
+    tmp = {name: out / f".{name}.tmp-{os.getpid()}" for name in _OUTPUTS}
     kept_json = _KeptJson(tmp[KEPT_JSON])
     kept_pq = _parquet_out(tmp[KEPT_PARQUET], RECORD_SCHEMA)
     dropped_pq = _parquet_out(tmp[DROPPED_PARQUET], dropped_schema())

@@ -423,6 +423,11 @@ class CacheWriter:
         self.image_root = image_root
         self.tmp = f"{self.path}.new-{os.getpid()}"
         self.out: Any = None
+        # a run killed while it wrote the sidecar leaves its temporary files behind
+        from curation.processes import remove_stale
+
+        name = os.path.basename(self.path)
+        remove_stale(os.path.dirname(self.path) or ".", [f"{name}.new-", f"{name}.tmp-"])
 
     def write(self, table: Any) -> None:
         # a few large row groups: the sidecar is read whole by every worker at start-up, and

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def pid_alive(pid: int) -> bool:
@@ -14,3 +17,36 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def remove_stale(directory: str | os.PathLike[str], prefixes: Iterable[str]) -> list[Path]:
+    """Remove the files (and directories) of ``directory`` named ``<prefix><PID>`` or
+    ``<prefix><PID>-<more>`` whose process is gone: what runs that were killed left behind.
+
+    A PID that is alive (this process, or another run writing now) keeps its files; so does a
+    file whose PID was reused by an unrelated process, until that one exits. Returns the paths
+    removed.
+    """
+    prefixes = tuple(prefixes)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        if prefix is None:
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue
+        path = Path(directory, name)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:  # another run removed it first
+            continue
+        removed.append(path)
+    return removed

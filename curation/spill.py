@@ -21,26 +21,12 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from curation.processes import pid_alive
+from curation.processes import remove_stale
 
 logger = logging.getLogger(__name__)
 
 _SHM = "/dev/shm"
 _PREFIX = "pebr-filter-"
-
-
-def _remove_stale(root: str) -> None:
-    """Remove spill directories left by filter runs that were killed (their PID is gone)."""
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(_PREFIX):
-            continue
-        pid = name[len(_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -50,7 +36,7 @@ def spill_dir(root: str = _SHM) -> Iterator[str | None]:
     if not (os.path.isdir(root) and os.access(root, os.W_OK)):
         yield None
         return
-    _remove_stale(root)
+    remove_stale(root, [_PREFIX])  # left by filter runs that were killed
     try:
         path = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=root)
     except OSError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import orjson
 import pyarrow as pa
@@ -410,6 +412,35 @@ def test_outputs_replace_an_earlier_run(dataset, tmp_path):
     filter_dataset(src, images, out, CFG.replace(cache=False))
     assert (out / "kept.json").read_bytes() == first
     assert not [p for p in os.listdir(out) if ".tmp-" in p or ".old-" in p]
+
+
+def test_a_rerun_removes_what_a_killed_run_left_and_nothing_else(dataset, tmp_path):
+    """A run killed mid-write leaves ``.kept.json.tmp-PID`` files (and, killed between the two
+    renames of the swap, ``.kept.json.old-PID``); the next run into the directory removes
+    those of dead PIDs. The files of a live run and the user's own files stay."""
+    _root, records, _expected, images = dataset
+    src = write_json(records, tmp_path / "in.json")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid, live_pid = int(dead.stdout), os.getppid()
+    left = [f".kept.json.tmp-{dead_pid}", f".kept.parquet.old-{dead_pid}", f".dropped.parquet.tmp-{dead_pid}"]
+    kept = [f".kept.json.tmp-{live_pid}", ".kept.json.tmp-mine", "notes.txt"]
+    for name in left + kept:
+        (out / name).write_bytes(b"x" * 10)
+    cache = tmp_path / "cache" / "sidecar.parquet"
+    cache.parent.mkdir()
+    (cache.parent / f"sidecar.parquet.new-{dead_pid}").write_bytes(b"x")
+    (cache.parent / f"sidecar.parquet.tmp-{live_pid}").write_bytes(b"x")
+
+    report = filter_dataset(src, images, out, CFG.replace(cache_path=str(cache)))
+    assert report.kept > 0
+    names = set(os.listdir(out))
+    assert not names & set(left)
+    assert set(kept) <= names
+    assert sorted(os.listdir(cache.parent)) == ["sidecar.parquet", f"sidecar.parquet.tmp-{live_pid}"]
 
 
 def test_replacing_an_output_keeps_the_old_one_when_the_new_one_cannot_be_moved(tmp_path):
