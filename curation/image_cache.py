@@ -15,6 +15,7 @@ from typing import Any
 
 from curation import speedups
 from curation.image_header import CORRUPT, MISSING, OK, PROBE_VERSION, UNSAFE, ImageInfo
+from curation.processes import remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -424,8 +425,6 @@ class CacheWriter:
         self.tmp = f"{self.path}.new-{os.getpid()}"
         self.out: Any = None
         # a run killed while it wrote the sidecar leaves its temporary files behind
-        from curation.processes import remove_stale
-
         name = os.path.basename(self.path)
         remove_stale(os.path.dirname(self.path) or ".", [f"{name}.new-", f"{name}.tmp-"])
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def pid_alive(pid: int) -> bool:
@@ -24,8 +27,9 @@ def remove_stale(directory: str | os.PathLike[str], prefixes: Iterable[str]) -> 
     ``<prefix><PID>-<more>`` whose process is gone: what runs that were killed left behind.
 
     A PID that is alive (this process, or another run writing now) keeps its files; so does a
-    file whose PID was reused by an unrelated process, until that one exits. Returns the paths
-    removed.
+    file whose PID was reused by an unrelated process, until that one exits. A leftover that
+    cannot be removed (another user's, in a shared directory such as ``/dev/shm``) is logged
+    and left: it is not this run's to fail on. Returns the paths removed.
     """
     prefixes = tuple(prefixes)
     try:
@@ -47,6 +51,9 @@ def remove_stale(directory: str | os.PathLike[str], prefixes: Iterable[str]) -> 
             else:
                 path.unlink()
         except FileNotFoundError:  # another run removed it first
+            continue
+        except OSError as exc:
+            logger.warning("could not remove %s, left by a run that is gone: %s", path, exc)
             continue
         removed.append(path)
     return removed

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from curation.processes import pid_alive
+from curation.processes import remove_stale
 
 if TYPE_CHECKING:
     import polars as pl
@@ -78,7 +78,8 @@ ROLLOUT_SCHEMA = pa.schema(
 )
 KEY = ("model_id", "uid", "sample_index")
 ROLLOUTS_DIR = "rollouts"
-_SHARD_RE = re.compile(r"^(part|compact)-(\d+)\.parquet$")
+_SHARD_KINDS = ("part", "compact")  # shards appended, and shards merged by compact()
+_SHARD_RE = re.compile(rf"^({'|'.join(_SHARD_KINDS)})-(\d+)\.parquet$")
 _SUPERSEDES = b"pebr_supersedes"
 #: Shards below this many rows are merged by :meth:`RolloutStore.compact`.
 COMPACT_BELOW_ROWS = 50_000
@@ -238,15 +239,7 @@ class RolloutStore:
 
     def clean_temporary(self) -> int:
         """Remove temporary files left by killed writers; returns how many."""
-        if not self.dir.is_dir():
-            return 0
-        n = 0
-        for p in self.dir.glob(".*.tmp-*"):
-            pid = p.name.split(".tmp-")[-1].split("-")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-                p.unlink(missing_ok=True)
-                n += 1
-        return n
+        return len(remove_stale(self.dir, [f".{kind}.tmp-" for kind in _SHARD_KINDS]))
 
     # ------------------------------------------------------------------ reading
 

@@ -56,3 +56,32 @@ def test_directories_of_dead_runs_are_removed_live_ones_kept(tmp_path):
         assert not (tmp_path / f"pebr-filter-{dead_pid}-abc").exists()
         assert live.exists()
         assert other.exists()
+
+
+def test_a_leftover_that_cannot_be_removed_is_logged_not_fatal(tmp_path, monkeypatch, caplog):
+    """Another user's leftover in a shared /dev/shm cannot be removed: the run goes on."""
+    import shutil
+
+    from curation.processes import remove_stale
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    theirs = tmp_path / f"pebr-filter-{int(dead.stdout)}-abc"
+    theirs.mkdir()
+
+    real_rmtree = shutil.rmtree
+
+    def refuse(path, *a, **k):
+        if os.fspath(path) == os.fspath(theirs):
+            raise PermissionError(13, "Permission denied", str(path))
+        real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    with caplog.at_level("WARNING", logger="curation.processes"):
+        assert remove_stale(tmp_path, ["pebr-filter-"]) == []
+        with spill.spill_dir(str(tmp_path)) as d:
+            assert d is not None  # the run still gets its own directory
+    assert theirs.exists()
+    assert "could not remove" in caplog.text
+    assert theirs.name in caplog.text
