@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from _filter_fixtures import bomb_png, image_bytes, jpeg_segments
 from PIL import Image
 
+from curation import image_cache
 from curation.images import (
     CORRUPT,
     MISSING,
@@ -210,6 +212,101 @@ def test_cache_round_trip_opens_no_image_and_rechecks_changed_files(tmp_path):
     assert third.opened == 2
     assert third.cache_hits == 5
     assert (changed[0][0].width, changed[0][0].height) == (10, 10)
+
+
+def _sidecar_of(root, tmp_path, verify=False):
+    """A sidecar for a few good images, a corrupt one and (with ``verify``) decoded ones."""
+    rels = []
+    for i in range(4):
+        (root / f"{i}.png").write_bytes(image_bytes((30 + i, 40)))
+        rels.append(f"{i}.png")
+    (root / "bad.png").write_bytes(b"junk")
+    rels.append("bad.png")
+    checker = ImageChecker(root, verify=verify)
+    infos = [checker.check(r)[0] for r in rels]
+    sidecar = tmp_path / "cache.parquet"
+    save_cache(sidecar, root, [cache_table(cache_rows(zip(rels, infos, strict=True)))])
+    return sidecar, rels, infos
+
+
+def _no_parquet(monkeypatch):
+    """Reading the Parquet sidecar fails from here on: what loads came from the index."""
+
+    def refuse(path):
+        raise AssertionError(f"read the Parquet sidecar {path}")
+
+    monkeypatch.setattr(image_cache, "_read_sidecar", refuse)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_rerun_maps_the_sidecar_index_and_gets_the_same_infos(tmp_path, monkeypatch, verify):
+    root = tmp_path / "images"
+    root.mkdir()
+    sidecar, rels, infos = _sidecar_of(root, tmp_path, verify)
+    assert os.path.exists(image_cache.index_path(sidecar))
+    _no_parquet(monkeypatch)
+    cache = load_cache(sidecar, root)
+    assert [cache.get(r) for r in rels] == infos
+    assert infos[-1].status == CORRUPT
+    assert infos[-1].detail
+    assert all(i.decoded for i in infos[:-1]) == verify
+    checker, again = _checked(root, rels, cache)
+    assert checker.opened == 0
+    assert [i for i, _ in again] == infos
+
+
+def test_an_index_that_is_stale_or_broken_is_not_trusted_and_is_rebuilt(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "images"
+    root.mkdir()
+    sidecar, rels, infos = _sidecar_of(root, tmp_path)
+    index = Path(image_cache.index_path(sidecar))
+    old_index = index.read_bytes()
+
+    # the sidecar changes (an image was re-probed) but an old index is left beside it
+    (root / "0.png").write_bytes(image_bytes((90, 20)))
+    fresh = ImageChecker(root).check("0.png")[0]
+    save_cache(sidecar, root, [cache_table(cache_rows([("0.png", fresh)]))])
+    index.write_bytes(old_index)
+    assert load_cache(sidecar, root).get("0.png") == fresh
+    assert CacheWriter(sidecar, root).commit() == 0  # nothing new: the index is brought up to date
+
+    # a sidecar rewritten in place keeps its inode, and may keep its size and mtime
+    st = os.stat(sidecar)
+    data = bytearray(sidecar.read_bytes())
+
+    def rewrite_in_place() -> None:
+        with open(sidecar, "r+b") as f:
+            f.write(data)
+        os.utime(sidecar, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    rewrite_in_place()
+    assert image_cache._open_index(str(sidecar), root) is not None  # the same bytes
+    data[-100] ^= 0xFF  # in the footer
+    rewrite_in_place()
+    assert image_cache._open_index(str(sidecar), root) is None
+    data[-100] ^= 0xFF
+    rewrite_in_place()
+
+    # a damaged index: said so, and the sidecar is read instead
+    index.write_bytes(b"ARROW1 and then nonsense")
+    with caplog.at_level("WARNING"):
+        assert load_cache(sidecar, root).get("0.png") == fresh
+    assert "index" in caplog.text
+
+    # an index naming a status code it has no name for
+    batch = image_cache.sidecar_batch(sidecar, root)
+    meta = dict(batch.schema.metadata)
+    meta[b"pebr_status_names"] = b"[null]"
+    image_cache.write_index(sidecar, batch.replace_schema_metadata(meta))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_cache(sidecar, root).get("bad.png") == infos[-1]
+    assert "no name" in caplog.text
+
+    # the next run's commit writes a good index, which the run after maps
+    assert CacheWriter(sidecar, root).commit() == 0
+    _no_parquet(monkeypatch)
+    assert [load_cache(sidecar, root).get(r) for r in rels] == [fresh, *infos[1:]]
 
 
 def test_cache_for_another_root_is_ignored(tmp_path):

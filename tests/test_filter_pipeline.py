@@ -433,6 +433,7 @@ def test_a_rerun_removes_what_a_killed_run_left_and_nothing_else(dataset, tmp_pa
     cache = tmp_path / "cache" / "sidecar.parquet"
     cache.parent.mkdir()
     (cache.parent / f"sidecar.parquet.new-{dead_pid}").write_bytes(b"x")
+    (cache.parent / f"sidecar.parquet.index.arrow.tmp-{dead_pid}").write_bytes(b"x")
     (cache.parent / f"sidecar.parquet.tmp-{live_pid}").write_bytes(b"x")
 
     report = filter_dataset(src, images, out, CFG.replace(cache_path=str(cache)))
@@ -440,7 +441,11 @@ def test_a_rerun_removes_what_a_killed_run_left_and_nothing_else(dataset, tmp_pa
     names = set(os.listdir(out))
     assert not names & set(left)
     assert set(kept) <= names
-    assert sorted(os.listdir(cache.parent)) == ["sidecar.parquet", f"sidecar.parquet.tmp-{live_pid}"]
+    assert sorted(os.listdir(cache.parent)) == [
+        "sidecar.parquet",
+        "sidecar.parquet.index.arrow",
+        f"sidecar.parquet.tmp-{live_pid}",
+    ]
 
 
 def test_replacing_an_output_keeps_the_old_one_when_the_new_one_cannot_be_moved(tmp_path):
