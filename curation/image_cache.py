@@ -109,9 +109,12 @@ def cache_rows(items: Iterable[tuple[str, ImageInfo]]) -> dict[str, Any]:
 
 
 def cache_table(rows: dict[str, Any]) -> Any:
-    """Rows from :func:`cache_rows` as a sidecar table."""
+    """Rows from :func:`cache_rows` as a sidecar table (built from buffers: this runs in the
+    main process, which must not load pandas, see :mod:`curation.record_columns`)."""
     import numpy as np
     import pyarrow as pa
+
+    from curation.record_columns import bool_of, int64_of, pick_strings, string_array
 
     schema = _cache_schema()
     n = rows["n"]
@@ -120,27 +123,25 @@ def cache_table(rows: dict[str, Any]) -> Any:
 
     def ints(name: str) -> Any:
         values = np.frombuffer(rows[name], dtype=np.int64)
-        return pa.array(values, pa.int64(), mask=values < 0)
+        return int64_of(values, null=values < 0)
 
     def sparse(name: str) -> Any:
         values: list[str | None] = [None] * n
         for k, v in rows[name].items():
             values[k] = v
-        return pa.array(values, pa.string())
+        return string_array(values)
 
-    status = np.frombuffer(rows["status"], dtype=np.uint8)
-    fmt = np.frombuffer(rows["format"], dtype=np.uint8)
     cols = {
-        "path": pa.array(rows["path"].split("\x00"), pa.string()),
-        "size": pa.array(np.frombuffer(rows["size"], dtype=np.int64)),
-        "mtime_ns": pa.array(np.frombuffer(rows["mtime_ns"], dtype=np.int64)),
-        "status": pa.array(_STATUSES, pa.string()).take(pa.array(status)),
+        "path": string_array(rows["path"].split("\x00")),
+        "size": int64_of(np.frombuffer(rows["size"], dtype=np.int64)),
+        "mtime_ns": int64_of(np.frombuffer(rows["mtime_ns"], dtype=np.int64)),
+        "status": pick_strings(list(_STATUSES), np.frombuffer(rows["status"], dtype=np.uint8)),
         "width": ints("width"),
         "height": ints("height"),
-        "format": pa.array(rows["formats"], pa.string()).take(pa.array(fmt)),
-        "sha256": pa.array(rows["sha256"], pa.string()),
+        "format": pick_strings(rows["formats"], np.frombuffer(rows["format"], dtype=np.uint8)),
+        "sha256": string_array(rows["sha256"]),
         "detail": sparse("detail"),
-        "decoded": pa.array(np.frombuffer(rows["decoded"], dtype=np.uint8).astype(bool)),
+        "decoded": bool_of(np.frombuffer(rows["decoded"], dtype=np.uint8).astype(bool)),
         "decode_error": sparse("decode_error"),
     }
     return pa.table(cols, schema=schema)
@@ -357,13 +358,36 @@ def index_batch(table: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from curation.record_columns import int64_of, string_array
+
     n = table.num_rows
 
+    # numpy and Arrow buffers only: no Python value is converted, which would load pandas
+    # (this also runs in the main process, see curation.record_columns)
     def whole(name: str) -> Any:
         return table.column(name).combine_chunks()
 
+    def values(arr: Any, dtype: Any) -> Any:
+        return np.frombuffer(arr.buffers()[1], dtype=dtype)[arr.offset : arr.offset + len(arr)].copy()
+
+    def bits(buf: Any, arr: Any) -> Any:
+        flat = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), bitorder="little")
+        return flat[arr.offset : arr.offset + len(arr)].astype(bool)
+
+    def invalid(arr: Any) -> Any:
+        validity = arr.buffers()[0]
+        return np.zeros(len(arr), dtype=bool) if validity is None else ~bits(validity, arr)
+
     def ints(name: str) -> Any:
-        return whole(name).fill_null(-1)
+        arr = whole(name)
+        out = values(arr, np.int64)
+        if arr.null_count:
+            out[invalid(arr)] = -1
+        return int64_of(out)
+
+    def uint8s(data: Any) -> Any:
+        data = np.ascontiguousarray(data, dtype=np.uint8)
+        return pa.Array.from_buffers(pa.uint8(), len(data), [None, pa.py_buffer(data)])
 
     def codes(name: str) -> tuple[Any, list[str | None]]:
         encoded = whole(name)
@@ -372,24 +396,30 @@ def index_batch(table: Any) -> Any:
         names = [None, *encoded.dictionary.to_pylist()]
         if len(names) > 256:
             raise ValueError(f"image cache column {name!r} has {len(names) - 1} distinct values")
-        shifted = pc.add(encoded.indices.cast(pa.int16()), 1).fill_null(0)
-        return shifted.cast(pa.uint8()), names
+        indices = encoded.indices.cast(pa.int32())
+        shifted = values(indices, np.int32) + 1
+        if indices.null_count:
+            shifted[invalid(indices)] = 0
+        return uint8s(shifted), names
 
     paths = whole("path")
     if paths.null_count:
         raise ValueError("image cache has rows without a path")
     status, status_names = codes("status")
     fmt, format_names = codes("format")
-    digests = _unhex(whole("sha256").fill_null("0" * 64), n)
+    sha = whole("sha256")
+    if sha.null_count:
+        sha = pc.coalesce(sha, string_array(["0" * 64])[0])
+    digests = _unhex(sha, n)
+    decoded = whole("decoded")
+    decoded_values = bits(decoded.buffers()[1], decoded) & ~invalid(decoded)
     columns = {
         "path": paths,
         "size": ints("size"),
         "mtime_ns": ints("mtime_ns"),
         "width": ints("width"),
         "height": ints("height"),
-        "decoded": pa.array(
-            whole("decoded").fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
-        ),
+        "decoded": uint8s(decoded_values.astype(bool)),
         "status": status,
         "format": fmt,
         "sha256": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(digests)]),

@@ -139,6 +139,41 @@ def int64_array(values: list[int | None]) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(buf), [validity, pa.py_buffer(buf)], null_count=nulls)
 
 
+# ``pa.array`` of a list or a numpy array imports pandas (0.4 s, 50 MB) to look for pandas
+# types; the builders below make arrays from buffers instead
+
+
+def _bitmap(valid: Any) -> Any:
+    import numpy as np
+
+    return pa.py_buffer(np.packbits(np.asarray(valid, dtype=bool), bitorder="little"))
+
+
+def int64_of(values: Any, null: Any = None) -> pa.Array:
+    """A numpy array of integers as an Arrow ``int64`` array, null where ``null`` is true."""
+    import numpy as np
+
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    nulls = 0 if null is None else int(np.count_nonzero(null))
+    validity = _bitmap(~np.asarray(null, dtype=bool)) if nulls else None
+    return pa.Array.from_buffers(pa.int64(), len(data), [validity, pa.py_buffer(data)], null_count=nulls)
+
+
+def bool_of(values: Any) -> pa.Array:
+    """A numpy array of truth values as an Arrow ``bool`` array."""
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, _bitmap(values)])
+
+
+def pick_strings(names: list[str | None], codes: Any) -> pa.Array:
+    """``names[codes[i]]`` for each ``i``, as an Arrow string array (a name may be ``None``)."""
+    import numpy as np
+
+    indices = np.ascontiguousarray(codes, dtype=np.int32)
+    return string_array(names).take(
+        pa.Array.from_buffers(pa.int32(), len(indices), [None, pa.py_buffer(indices)])
+    )
+
+
 def string_array(values: list[str | None]) -> pa.Array:
     n = len(values)
     validity, nulls = _validity(values)
