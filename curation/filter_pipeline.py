@@ -640,7 +640,7 @@ def _absorb(
     import numpy as np
     import pyarrow as pa
 
-    from curation.record_columns import int64_array, string_array
+    from curation.record_columns import int64_of, string_array
     from curation.schema import RECORD_SCHEMA
 
     dedup.add_task(task)
@@ -701,37 +701,68 @@ def _absorb(
         line_base = lines.task(task.base, task.length, res.newlines)
     if len(kept_idx) == res.n:
         return
-    dropped = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8)).tolist()
-    cols: dict[str, list[Any]] = {c: [] for c in ("index", "reason", "detail", "line", "offset", "raw")}
-    for i in dropped:
-        reason = _REASON_OF[codes[i]]
-        report.dropped[reason] += 1
-        cols["index"].append(res.first + i)
-        cols["reason"].append(reason)
-        cols["detail"].append(details.get(i))
-        if spans:
-            off = task.base + int(s[i])
-            if line_base is None:
-                line = int(task.lines[i])
-            else:
-                line = line_base + int(res.newlines_before[i])
-            cols["line"].append(line)
-            cols["offset"].append(off)
-            cols["raw"].append(_pread(source.path, off, int(e[i] - s[i])).decode("utf-8", "replace"))
+    all_codes = np.frombuffer(codes, dtype=np.uint8)
+    dropped = np.flatnonzero(all_codes)
+    dropped_codes = all_codes[dropped]
+    for code, count in zip(*np.unique(dropped_codes, return_counts=True), strict=True):
+        report.dropped[_REASON_OF[int(code)]] += int(count)
+    reasons = [_REASON_OF[c] for c in dropped_codes.tolist()]
+    if spans:
+        offsets = task.base + s[dropped].astype(np.int64)
+        if line_base is None:
+            line_nos = int64_of(np.asarray(task.lines)[dropped])
         else:
-            cols["line"].append(None)
-            cols["offset"].append(None)
-            cols["raw"].append(res.raw[i].decode("utf-8", "replace"))
-    # from buffers: building it from Python lists would import pandas into this process
+            line_nos = int64_of(line_base + res.newlines_before[dropped].astype(np.int64))
+        texts = _dropped_texts(res, dropped, source.path, offsets, (e[dropped] - s[dropped]).astype(np.int64))
+        offset_col = int64_of(offsets)
+    else:
+        texts = [res.raw[i] for i in dropped.tolist()]
+        line_nos = offset_col = pa.nulls(len(dropped), pa.int64())
+    # from buffers and numpy: building them from Python lists would import pandas here
     arrays = [
-        int64_array(cols["index"]),
-        string_array(cols["reason"]),
-        string_array(cols["detail"]),
-        int64_array(cols["line"]),
-        int64_array(cols["offset"]),
-        string_array(cols["raw"]),
+        int64_of(dropped + res.first),
+        string_array(reasons),
+        string_array([details.get(i) for i in dropped.tolist()]),
+        line_nos,
+        offset_col,
+        _text_array(texts),
     ]
     dropped_pq.write([pa.RecordBatch.from_arrays(arrays, schema=dropped_pq.schema)])
+
+
+def _dropped_texts(res: Any, dropped: Any, path: str, offsets: Any, lengths: Any) -> list[bytes]:
+    """The input text of each dropped record: from what the worker sent along for the records
+    it dropped, read from the input for the rest (duplicates, decided here)."""
+    sent = {}
+    if res.dropped_rows is not None:
+        sent = dict(zip(res.dropped_rows.tolist(), res.dropped_ends.tolist(), strict=True))
+    text = res.dropped_text
+    out = []
+    for i, off, n in zip(dropped.tolist(), offsets.tolist(), lengths.tolist(), strict=True):
+        end = sent.get(i)
+        out.append(_pread(path, off, n) if end is None else text[end - n : end])
+    return out
+
+
+def _text_array(pieces: list[bytes]) -> Any:
+    """A string array of the records' text (bytes that are not UTF-8 shown as U+FFFD)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from curation.record_columns import string_array
+
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    if offsets[-1] < 1 << 31:
+        data = pa.py_buffer(b"".join(pieces))
+        binary = pa.Array.from_buffers(
+            pa.binary(), len(pieces), [None, pa.py_buffer(offsets.astype(np.int32)), data]
+        )
+        try:
+            return binary.cast(pa.string())  # checks the UTF-8
+        except pa.ArrowInvalid:
+            pass
+    return string_array([p.decode("utf-8", "replace") for p in pieces])
 
 
 def _replace(src: Path, dst: Path) -> None:

@@ -90,6 +90,12 @@ class ChunkResult:
     tight_ends: np.ndarray | None = None
     newlines_before: np.ndarray | None = None
     newlines: int = 0
+    #: span tasks: the text of the records this worker dropped (``codes`` not 0 on return),
+    #: one after another in ``dropped_text``, record ``dropped_rows[k]`` ending at
+    #: ``dropped_ends[k]``; dropped.parquet quotes it without reading the input again
+    dropped_rows: np.ndarray | None = None
+    dropped_ends: np.ndarray | None = None
+    dropped_text: bytes = b""
 
     def take_batches(self) -> list[pa.RecordBatch]:
         """The candidates' batches, from shared memory when they were spilled there."""
@@ -170,6 +176,13 @@ class FilterWorker:
         after = self.checker.stats()
         candidates, dup_keys = _merge(batches)
         tight = _tight_spans(buf, task) if buf is not None else None
+        dropped = None
+        if tight is not None:
+            assert buf is not None
+            rows = np.flatnonzero(np.frombuffer(verdicts.codes, dtype=np.uint8))
+            lo, hi = tight[0][rows], tight[1][rows]
+            text = b"".join([buf[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
+            dropped = (rows, np.cumsum(hi - lo), text)
         return ChunkResult(
             number=task.number,
             first=task.first,
@@ -186,6 +199,9 @@ class FilterWorker:
             tight_ends=tight[1] if tight else None,
             newlines_before=tight[2] if tight else None,
             newlines=tight[3] if tight else 0,
+            dropped_rows=dropped[0] if dropped else None,
+            dropped_ends=dropped[1] if dropped else None,
+            dropped_text=dropped[2] if dropped else b"",
         )
 
     @property

@@ -305,6 +305,8 @@ def test_bad_json_stops_with_file_and_line_unless_skipped(tmp_path):
     rows = pq.read_table(tmp_path / "out" / "dropped.parquet").to_pylist()
     assert [r["line"] for r in rows] == [2, 4]
     assert "not valid UTF-8" in rows[1]["detail"]
+    # the records' own text, the byte that is not UTF-8 shown as U+FFFD
+    assert [r["raw"] for r in rows] == ["{not json}", '{"x": "\ufffd"}']
 
 
 def test_truncated_json_list_is_an_error_or_a_dropped_tail(tmp_path):
@@ -551,3 +553,28 @@ def test_canonical_parquet_is_filtered_and_kept_rows_come_back_unchanged(tmp_pat
         "count",
         "count",
     ]
+
+
+def test_a_filter_run_never_loads_pandas_into_the_main_process(dataset, tmp_path):
+    """pyarrow imports pandas (0.4 s, 50 MB) the first time it converts a Python or numpy
+    value; the main process builds its columns from buffers, and a run with drops of every
+    kind (duplicates, bad text, bad images), from a JSON list and JSON Lines, with a new image
+    cache and then with it, never loads it.
+    (Worker processes keep it out by an import hook; with ``workers=0`` it is loaded.)"""
+    workers = 2
+    _root, records, expected, images = dataset
+    assert {"duplicate", "missing_image", "reflective"} <= set(expected)
+    src = write_jsonl(records, tmp_path / "in.jsonl")
+    lst = write_json(records, tmp_path / "in.json")
+    script = (
+        "import sys\n"
+        "from curation.filter_config import FilterConfig\n"
+        "from curation.filter_pipeline import filter_dataset\n"
+        f"for src in ({str(src)!r}, {str(lst)!r}):\n"
+        f"    cfg = FilterConfig(workers={workers}, cache_path={str(tmp_path / 'c.parquet')!r})\n"
+        f"    r = filter_dataset(src, {str(images)!r}, {str(tmp_path / 'out')!r}, cfg)\n"
+        "    assert r.dropped_total > 0\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
