@@ -209,22 +209,11 @@ class CachedInfos:
     """
 
     def __init__(self, batch: Any) -> None:
-        import json
-
-        import numpy as np
         import pyarrow.compute as pc
 
-        meta = batch.schema.metadata or {}
         col = batch.column
         n = batch.num_rows
-        want = _index_schema_fields()
-        if batch.schema.names != [name for name, _ in want]:
-            raise ValueError(f"image cache index has columns {batch.schema.names}")
-        for name, type_ in want:
-            if batch.schema.field(name).type != type_:
-                raise ValueError(f"image cache index column {name!r} is not {type_}")
-            if name in _DENSE and col(name).null_count:
-                raise ValueError(f"image cache index column {name!r} has nulls")
+        self.status_names, self.format_names = check_index_batch(batch)
 
         def view(name: str, fmt: str, width: int) -> memoryview:
             arr = col(name)
@@ -248,11 +237,6 @@ class CachedInfos:
         self.decoded = view("decoded", "B", 1)
         self.status = view("status", "B", 1)
         self.format = view("format", "B", 1)
-        self.status_names = json.loads(meta.get(b"pebr_status_names", b"[null]"))
-        self.format_names = json.loads(meta.get(b"pebr_format_names", b"[null]"))
-        for name, names in (("status", self.status_names), ("format", self.format_names)):
-            if n and int(np.frombuffer(self.__dict__[name], dtype=np.uint8).max()) >= len(names):
-                raise ValueError(f"image cache index column {name!r} holds a code with no name")
         self.digests = view("sha256", "B", 32)
         # details and decode errors exist only for the few bad files
         self.detail = sparse("detail")
@@ -325,6 +309,39 @@ _DENSE = ("path", "size", "mtime_ns", "width", "height", "decoded", "status", "f
 def index_path(path: str | os.PathLike[str]) -> str:
     """Where the index of the sidecar at ``path`` lives."""
     return os.fspath(path) + INDEX_SUFFIX
+
+
+def check_index_batch(batch: Any) -> tuple[list[str | None], list[str | None]]:
+    """Raise ``ValueError`` unless ``batch`` has the index layout (columns, types, no nulls
+    where there must be none, every status and format code named); returns the status and
+    format names."""
+    import json
+
+    import numpy as np
+
+    want = _index_schema_fields()
+    if batch.schema.names != [name for name, _ in want]:
+        raise ValueError(f"image cache index has columns {batch.schema.names}")
+    for name, type_ in want:
+        if batch.schema.field(name).type != type_:
+            raise ValueError(f"image cache index column {name!r} is not {type_}")
+        if name in _DENSE and batch.column(name).null_count:
+            raise ValueError(f"image cache index column {name!r} has nulls")
+    meta = batch.schema.metadata or {}
+    names = []
+    for name in ("status", "format"):
+        try:
+            listed = json.loads(meta.get(f"pebr_{name}_names".encode(), b"[null]"))
+        except ValueError:
+            raise ValueError(f"image cache index: its {name} names are not JSON") from None
+        if not isinstance(listed, list) or not all(v is None or isinstance(v, str) for v in listed):
+            raise ValueError(f"image cache index: its {name} names are not a list of names")
+        arr = batch.column(name)
+        codes = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset : arr.offset + len(arr)]
+        if len(codes) and int(codes.max()) >= len(listed):
+            raise ValueError(f"image cache index column {name!r} holds a code with no name")
+        names.append(listed)
+    return names[0], names[1]
 
 
 def _index_schema_fields() -> list[tuple[str, Any]]:
@@ -593,7 +610,7 @@ def refresh_index(path: str | os.PathLike[str], image_root: str | os.PathLike[st
     try:
         batch = _open_index(path, image_root)
         if batch is not None:
-            CachedInfos(batch)  # what a reader checks
+            check_index_batch(batch)  # what a reader checks, but for building its lookup
             return False
     except (OSError, ValueError, pa.ArrowException):
         pass  # broken: written anew below
