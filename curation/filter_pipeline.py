@@ -640,7 +640,7 @@ def _absorb(
     import numpy as np
     import pyarrow as pa
 
-    from curation.record_columns import int64_of, string_array
+    from curation.record_columns import integers_of, string_array, text_array
     from curation.schema import RECORD_SCHEMA
 
     dedup.add_task(task)
@@ -710,22 +710,22 @@ def _absorb(
     if spans:
         offsets = task.base + s[dropped].astype(np.int64)
         if line_base is None:
-            line_nos = int64_of(np.asarray(task.lines)[dropped])
+            line_nos = integers_of(np.asarray(task.lines)[dropped])
         else:
-            line_nos = int64_of(line_base + res.newlines_before[dropped].astype(np.int64))
+            line_nos = integers_of(line_base + res.newlines_before[dropped].astype(np.int64))
         texts = _dropped_texts(res, dropped, source.path, offsets, (e[dropped] - s[dropped]).astype(np.int64))
-        offset_col = int64_of(offsets)
+        offset_col = integers_of(offsets)
     else:
         texts = [res.raw[i] for i in dropped.tolist()]
         line_nos = offset_col = pa.nulls(len(dropped), pa.int64())
     # from buffers and numpy: building them from Python lists would import pandas here
     arrays = [
-        int64_of(dropped + res.first),
+        integers_of(dropped + res.first),
         string_array(reasons),
         string_array([details.get(i) for i in dropped.tolist()]),
         line_nos,
         offset_col,
-        _text_array(texts),
+        text_array(texts),
     ]
     dropped_pq.write([pa.RecordBatch.from_arrays(arrays, schema=dropped_pq.schema)])
 
@@ -742,27 +742,6 @@ def _dropped_texts(res: Any, dropped: Any, path: str, offsets: Any, lengths: Any
         end = sent.get(i)
         out.append(_pread(path, off, n) if end is None else text[end - n : end])
     return out
-
-
-def _text_array(pieces: list[bytes]) -> Any:
-    """A string array of the records' text (bytes that are not UTF-8 shown as U+FFFD)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from curation.record_columns import string_array
-
-    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in pieces], out=offsets[1:])
-    if offsets[-1] < 1 << 31:
-        data = pa.py_buffer(b"".join(pieces))
-        binary = pa.Array.from_buffers(
-            pa.binary(), len(pieces), [None, pa.py_buffer(offsets.astype(np.int32)), data]
-        )
-        try:
-            return binary.cast(pa.string())  # checks the UTF-8
-        except pa.ArrowInvalid:
-            pass
-    return string_array([p.decode("utf-8", "replace") for p in pieces])
 
 
 def _replace(src: Path, dst: Path) -> None:

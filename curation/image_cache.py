@@ -114,7 +114,7 @@ def cache_table(rows: dict[str, Any]) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    from curation.record_columns import bool_of, int64_of, pick_strings, string_array
+    from curation.record_columns import bool_of, integers_of, pick_strings, string_array
 
     schema = _cache_schema()
     n = rows["n"]
@@ -123,7 +123,7 @@ def cache_table(rows: dict[str, Any]) -> Any:
 
     def ints(name: str) -> Any:
         values = np.frombuffer(rows[name], dtype=np.int64)
-        return int64_of(values, null=values < 0)
+        return integers_of(values, null=values < 0)
 
     def sparse(name: str) -> Any:
         values: list[str | None] = [None] * n
@@ -133,8 +133,8 @@ def cache_table(rows: dict[str, Any]) -> Any:
 
     cols = {
         "path": string_array(rows["path"].split("\x00")),
-        "size": int64_of(np.frombuffer(rows["size"], dtype=np.int64)),
-        "mtime_ns": int64_of(np.frombuffer(rows["mtime_ns"], dtype=np.int64)),
+        "size": integers_of(np.frombuffer(rows["size"], dtype=np.int64)),
+        "mtime_ns": integers_of(np.frombuffer(rows["mtime_ns"], dtype=np.int64)),
         "status": pick_strings(list(_STATUSES), np.frombuffer(rows["status"], dtype=np.uint8)),
         "width": ints("width"),
         "height": ints("height"),
@@ -375,7 +375,7 @@ def index_batch(table: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from curation.record_columns import int64_of, string_array
+    from curation.record_columns import integers_of, string_array
 
     n = table.num_rows
 
@@ -400,11 +400,7 @@ def index_batch(table: Any) -> Any:
         out = values(arr, np.int64)
         if arr.null_count:
             out[invalid(arr)] = -1
-        return int64_of(out)
-
-    def uint8s(data: Any) -> Any:
-        data = np.ascontiguousarray(data, dtype=np.uint8)
-        return pa.Array.from_buffers(pa.uint8(), len(data), [None, pa.py_buffer(data)])
+        return integers_of(out)
 
     def codes(name: str) -> tuple[Any, list[str | None]]:
         encoded = whole(name)
@@ -417,7 +413,7 @@ def index_batch(table: Any) -> Any:
         shifted = values(indices, np.int32) + 1
         if indices.null_count:
             shifted[invalid(indices)] = 0
-        return uint8s(shifted), names
+        return integers_of(shifted, pa.uint8()), names
 
     paths = whole("path")
     if paths.null_count:
@@ -436,7 +432,7 @@ def index_batch(table: Any) -> Any:
         "mtime_ns": ints("mtime_ns"),
         "width": ints("width"),
         "height": ints("height"),
-        "decoded": uint8s(decoded_values.astype(bool)),
+        "decoded": integers_of(decoded_values, pa.uint8()),
         "status": status,
         "format": fmt,
         "sha256": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(digests)]),

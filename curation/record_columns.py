@@ -133,12 +133,6 @@ def _validity(values: list[Any]) -> tuple[Any, int]:
     return pa.py_buffer(bytes(bits)), nulls
 
 
-def int64_array(values: list[int | None]) -> pa.Array:
-    validity, nulls = _validity(values)
-    buf = array.array("q", [v if v is not None else 0 for v in values] if nulls else values)
-    return pa.Array.from_buffers(pa.int64(), len(buf), [validity, pa.py_buffer(buf)], null_count=nulls)
-
-
 # ``pa.array`` of a list or a numpy array imports pandas (0.4 s, 50 MB) to look for pandas
 # types; the builders below make arrays from buffers instead
 
@@ -149,14 +143,17 @@ def _bitmap(valid: Any) -> Any:
     return pa.py_buffer(np.packbits(np.asarray(valid, dtype=bool), bitorder="little"))
 
 
-def int64_of(values: Any, null: Any = None) -> pa.Array:
-    """A numpy array of integers as an Arrow ``int64`` array, null where ``null`` is true."""
+def integers_of(values: Any, type_: pa.DataType | None = None, null: Any = None) -> pa.Array:
+    """A numpy array of integers as an Arrow integer array (``int64`` unless ``type_`` says
+    another width or sign), null where ``null`` is true."""
     import numpy as np
 
-    data = np.ascontiguousarray(values, dtype=np.int64)
+    type_ = type_ or pa.int64()
+    kind = "u" if pa.types.is_unsigned_integer(type_) else "i"
+    data = np.ascontiguousarray(values, dtype=f"<{kind}{type_.bit_width // 8}")
     nulls = 0 if null is None else int(np.count_nonzero(null))
     validity = _bitmap(~np.asarray(null, dtype=bool)) if nulls else None
-    return pa.Array.from_buffers(pa.int64(), len(data), [validity, pa.py_buffer(data)], null_count=nulls)
+    return pa.Array.from_buffers(type_, len(data), [validity, pa.py_buffer(data)], null_count=nulls)
 
 
 def bool_of(values: Any) -> pa.Array:
@@ -166,12 +163,7 @@ def bool_of(values: Any) -> pa.Array:
 
 def pick_strings(names: list[str | None], codes: Any) -> pa.Array:
     """``names[codes[i]]`` for each ``i``, as an Arrow string array (a name may be ``None``)."""
-    import numpy as np
-
-    indices = np.ascontiguousarray(codes, dtype=np.int32)
-    return string_array(names).take(
-        pa.Array.from_buffers(pa.int32(), len(indices), [None, pa.py_buffer(indices)])
-    )
+    return string_array(names).take(integers_of(codes, pa.int32()))
 
 
 def string_array(values: list[str | None]) -> pa.Array:
@@ -189,6 +181,24 @@ def string_array(values: list[str | None]) -> pa.Array:
     return pa.Array.from_buffers(
         pa.string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=nulls
     )
+
+
+def text_array(pieces: list[bytes]) -> pa.Array:
+    """Byte strings as an Arrow string array, bytes that are not UTF-8 shown as U+FFFD."""
+    import numpy as np
+
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in pieces], out=offsets[1:])
+    if offsets[-1] < 1 << 31:
+        data = pa.py_buffer(b"".join(pieces))
+        binary = pa.Array.from_buffers(
+            pa.binary(), len(pieces), [None, pa.py_buffer(offsets.astype(np.int32)), data]
+        )
+        try:
+            return binary.cast(pa.string())  # checks the UTF-8
+        except pa.ArrowInvalid:
+            pass
+    return string_array([p.decode("utf-8", "replace") for p in pieces])
 
 
 def _maybe_null(values: list[Any], type_: pa.DataType) -> pa.Array:
