@@ -558,19 +558,28 @@ def load_cache(path: str | os.PathLike[str], image_root: str | os.PathLike[str])
     Parquet file is read. A sidecar written by another probe version, another Pillow version
     (which may open different files) or for another image root is ignored, with a log message.
     """
-    import pyarrow as pa
-
     path = os.fspath(path)
     if not os.path.exists(path):
         return None
+    batch = _usable_index(path, image_root)
+    if batch is None:
+        batch = sidecar_batch(path, image_root)
+    return None if batch is None else CachedInfos(batch)
+
+
+def _usable_index(path: str, image_root: str | os.PathLike[str]) -> Any:
+    """The mapped index batch of the sidecar at ``path`` when it is up to date and passes
+    :func:`check_index_batch`; ``None`` otherwise (a broken one is logged)."""
+    import pyarrow as pa
+
     try:
         batch = _open_index(path, image_root)
         if batch is not None:
-            return CachedInfos(batch)
+            check_index_batch(batch)
+        return batch
     except (OSError, ValueError, pa.ArrowException) as exc:
         logger.warning("ignoring broken image cache index %s: %s", index_path(path), exc)
-    batch = sidecar_batch(path, image_root)
-    return None if batch is None else CachedInfos(batch)
+        return None
 
 
 def sidecar_batch(path: str | os.PathLike[str], image_root: str | os.PathLike[str]) -> Any:
@@ -598,18 +607,9 @@ def sidecar_batch(path: str | os.PathLike[str], image_root: str | os.PathLike[st
 def refresh_index(path: str | os.PathLike[str], image_root: str | os.PathLike[str]) -> bool:
     """(Re)write the index of the sidecar at ``path`` unless it is up to date; returns
     whether it wrote one. A sidecar that would be ignored gets none."""
-    import pyarrow as pa
-
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not os.path.exists(path) or _usable_index(path, image_root) is not None:
         return False
-    try:
-        batch = _open_index(path, image_root)
-        if batch is not None:
-            check_index_batch(batch)  # what a reader checks, but for building its lookup
-            return False
-    except (OSError, ValueError, pa.ArrowException):
-        pass  # broken: written anew below
     batch = sidecar_batch(path, image_root)
     if batch is None:
         return False
