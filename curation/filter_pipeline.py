@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ from curation.filter_config import FilterConfig
 from curation.filters import CODES, REASONS, detect_layout
 from curation.images import CACHE_FILENAME, CacheWriter, cache_table, load_cache
 from curation.io import BadInputError, InputSource, Task, describe_position
-from curation.parquet_out import RowGroupWriter
+from curation.parquet_out import InOrderThread, RowGroupWriter
 from curation.processes import remove_stale
 
 logger = logging.getLogger(__name__)
@@ -130,36 +130,26 @@ class _KeptJson:
         self.count = 0
         self.started = False
         self._kernel_copy = hasattr(os, "copy_file_range")
-        self._thread: ThreadPoolExecutor | None = None
-        self._in_flight: collections.deque[Future] = collections.deque()
+        self._thread = InOrderThread("kept-json", 8)
 
     def _sep(self) -> bytes:
         sep = b",\n  " if self.started else b"[\n  "
         self.started = True
         return sep
 
-    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
-        while self._in_flight and (self._in_flight[0].done() or len(self._in_flight) >= 8):
-            self._in_flight.popleft().result()  # raises what a write raised
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="kept-json")
-        self._in_flight.append(self._thread.submit(fn, *args))
-
-    def _drain(self) -> None:
-        while self._in_flight:
-            self._in_flight.popleft().result()
-
     def write(self, pieces: list[Any], records: int) -> None:
         """Append ``pieces`` (each one record's JSON text)."""
         if not pieces:
             return
-        self._submit(_write_all, self.fd, self._sep() + b",\n  ".join(pieces))
+        self._thread.submit(_write_all, self.fd, self._sep() + b",\n  ".join(pieces))
         self.count += records
 
     def copy(self, src_fd: int, runs: list[tuple[int, int]], records: int) -> None:
         """Append byte ranges ``(offset, length)`` of the input file, each one or more records."""
         if runs:
-            self._submit(self._copy, src_fd, [(self._sep(), offset, length) for offset, length in runs])
+            self._thread.submit(
+                self._copy, src_fd, [(self._sep(), offset, length) for offset, length in runs]
+            )
         self.count += records
 
     def _copy(self, src_fd: int, runs: list[tuple[bytes, int, int]]) -> None:
@@ -181,23 +171,17 @@ class _KeptJson:
                 offset += n
                 length -= n
 
-    def _stop(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
-
     def close(self) -> None:
         try:
-            self._drain()
+            self._thread.wait()
         finally:
-            self._stop()
+            self._thread.stop()
         _write_all(self.fd, b"\n]\n" if self.started else b"[]\n")
         os.close(self.fd)
         self.fd = -1
 
     def abort(self) -> None:
-        self._stop()  # lets a write in flight finish; what it raised is moot now
-        self._in_flight.clear()
+        self._thread.stop()  # a write in flight finishes; what it raised is moot now
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

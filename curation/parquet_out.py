@@ -2,8 +2,45 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+
+class InOrderThread:
+    """Runs calls one after another on a thread of its own while the caller goes on.
+
+    At most ``limit`` calls are queued or running: :meth:`submit` waits for the oldest
+    beyond that. What a call raised is raised by a later :meth:`submit` or by :meth:`wait`.
+    The thread starts at the first call (start worker processes by ``fork`` before that).
+    """
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self._pool: ThreadPoolExecutor | None = None
+        self._calls: collections.deque[Future] = collections.deque()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        while self._calls and (self._calls[0].done() or len(self._calls) >= self.limit):
+            self._calls.popleft().result()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=self.name)
+        self._calls.append(self._pool.submit(fn, *args))
+
+    def wait(self) -> None:
+        """Let every call finish; raises what the first failing one raised."""
+        while self._calls:
+            self._calls.popleft().result()
+
+    def stop(self) -> None:
+        """Drop the calls not started, let a running one finish (what it raises is dropped),
+        and end the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._calls.clear()
 
 
 class RowGroupWriter:
@@ -32,9 +69,8 @@ class RowGroupWriter:
         self.pending: list[Any] = []
         self.pending_rows = 0
         self.count = 0  # rows accepted
-        self.background = background
-        self._thread: ThreadPoolExecutor | None = None
-        self._in_flight: Future | None = None
+        # one row group in flight: the next one waits for it
+        self._thread = InOrderThread("parquet-out", 1) if background else None
 
     def write(self, parts: list[Any]) -> None:
         """Append record batches or tables (each with this file's columns)."""
@@ -56,48 +92,36 @@ class RowGroupWriter:
         self._open()
         self.writer.write_table(table)
 
-    def _wait(self) -> None:
-        """Let the row group in flight finish; raises what it raised."""
-        if self._in_flight is not None:
-            done, self._in_flight = self._in_flight, None
-            done.result()
-
     def flush(self) -> None:
         import pyarrow as pa
 
         if not self.pending:
-            self._wait()
+            if self._thread is not None:
+                self._thread.wait()
             return
         table = pa.Table.from_batches(self.pending, schema=self.schema)
         self.pending, self.pending_rows = [], 0
-        if not self.background:
-            self._write(table)
-            return
-        self._wait()
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="parquet-out")
-        self._in_flight = self._thread.submit(self._write, table)
-
-    def _stop_thread(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
+            self._write(table)
+        else:
+            self._thread.submit(self._write, table)
 
     def close(self) -> None:
         try:
             self.flush()
-            self._wait()
+            if self._thread is not None:
+                self._thread.wait()
         finally:
-            self._stop_thread()
+            if self._thread is not None:
+                self._thread.stop()
         self._open()
         self.writer.close()
 
     def abort(self) -> None:
         """Drop what is buffered and close the file as it is (the caller removes it)."""
         self.pending, self.pending_rows = [], 0
-        in_flight, self._in_flight = self._in_flight, None
-        self._stop_thread()  # waits for a row group in flight; its error, if any, is moot
-        del in_flight
+        if self._thread is not None:
+            self._thread.stop()  # a row group in flight finishes; its error, if any, is moot
         if self.writer is not None:
             self.writer.close()
             self.writer = None
