@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import os
@@ -596,16 +597,54 @@ class _Dedup:
         return first
 
 
-def _runs_np(positions: Any) -> list[tuple[int, int]]:
-    """Maximal runs of consecutive integers in a sorted numpy array, as inclusive pairs."""
+def _runs_np(positions: Any) -> tuple[Any, Any]:
+    """Maximal runs of consecutive integers in a sorted numpy array: the first and the last
+    (inclusive) of each run, as two arrays."""
     import numpy as np
 
     if len(positions) == 0:
+        return positions[:0], positions[:0]
+    breaks = np.flatnonzero(positions[1:] - positions[:-1] != 1)
+    firsts = np.concatenate((positions[:1], positions[breaks + 1]))
+    lasts = np.concatenate((positions[breaks], positions[-1:]))
+    return firsts, lasts
+
+
+def _settle_duplicates(
+    dedup: _Dedup, keys: list[bytes], indices: list[int], question: Callable[[int], str]
+) -> list[tuple[int, int]]:
+    """Run the duplicate stage over one result's candidates, in input order: ``(j, first)``
+    for each candidate ``j`` (a position in ``keys``) that duplicates record ``first``.
+    ``question(j)`` is the text of candidate ``j``'s question.
+
+    Nearly every key is new: those are remembered in bulk, and only the keys met before or
+    more than once in ``keys`` are settled one by one.
+    """
+    seen = dedup.seen
+    special = seen.keys() & keys  # in C
+    if len(set(keys)) != len(keys):
+        special |= {k for k, n in collections.Counter(keys).items() if n > 1}
+    if not special:
+        seen.update(zip(keys, indices, strict=True))
         return []
-    breaks = np.flatnonzero(np.diff(positions) != 1)
-    firsts = np.concatenate(([positions[0]], positions[breaks + 1]))
-    lasts = np.concatenate((positions[breaks], [positions[-1]]))
-    return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
+    earlier = {k: seen[k] for k in special if k in seen}
+    seen.update(zip(keys, indices, strict=True))  # wrong only for the special keys: mended here
+    for k in special:
+        if k in earlier:
+            seen[k] = earlier[k]
+        else:
+            del seen[k]
+    dups = []
+    for j in itertools.compress(range(len(keys)), map(special.__contains__, keys)):
+        key, index = keys[j], indices[j]
+        entry = seen.get(key)
+        if entry is None:
+            seen[key] = index
+            continue
+        first = dedup.collide(key, entry, index, lambda j=j: question(j))
+        if first is not None:
+            dups.append((j, first))
+    return dups
 
 
 def _absorb(
@@ -634,29 +673,15 @@ def _absorb(
     cand = np.flatnonzero(np.frombuffer(codes, dtype=np.uint8) == 0)
     keep_rows = np.arange(len(cand))
     if config.drop_duplicates and len(cand):
-        seen = dedup.seen
-        keys = res.dup_keys
-        indices = (cand + res.first).tolist()
-        collisions = seen.keys() & keys  # in C; usually empty
-        if not collisions and len(set(keys)) == len(keys):
-            seen.update(zip(keys, indices, strict=True))
-        else:
-            dup_code = CODES["duplicate"]
-            questions = candidates.column("question")
-            dups = []
-            for j, (key, index) in enumerate(zip(keys, indices, strict=True)):
-                entry = seen.get(key)
-                if entry is None:
-                    seen[key] = index
-                    continue
-                earlier = dedup.collide(key, entry, index, questions[j].as_py)
-                if earlier is not None:
-                    i = index - res.first
-                    codes[i] = dup_code
-                    details[i] = f"same images and question as record {earlier}"
-                    dups.append(j)
-            if dups:
-                keep_rows = np.delete(keep_rows, dups)
+        questions = candidates.column("question")
+        dups = _settle_duplicates(
+            dedup, res.dup_keys, (cand + res.first).tolist(), lambda j: questions[j].as_py()
+        )
+        for j, first in dups:
+            codes[cand[j]] = CODES["duplicate"]
+            details[int(cand[j])] = f"same images and question as record {first}"
+        if dups:
+            keep_rows = np.delete(keep_rows, [j for j, _ in dups])
     kept_idx = cand[keep_rows]
 
     # kept.json: each run of consecutive kept records is one slice of the input, so the
@@ -665,9 +690,11 @@ def _absorb(
     if spans:
         s, e, base = res.tight_starts, res.tight_ends, task.base
         # JSON Lines have no commas between records: there every record is its own piece
-        runs = _runs_np(kept_idx) if source.fmt == "json" else [(i, i) for i in kept_idx.tolist()]
+        firsts, lasts = _runs_np(kept_idx) if source.fmt == "json" else (kept_idx, kept_idx)
+        starts = s[firsts].astype(np.int64)
+        lengths = (e[lasts] - starts).tolist()
         kept_json.copy(
-            _fd(source.path), [(base + int(s[a]), int(e[b] - s[a])) for a, b in runs], len(kept_idx)
+            _fd(source.path), list(zip((starts + base).tolist(), lengths, strict=True)), len(kept_idx)
         )
     else:
         kept_json.write([res.raw[i] for i in kept_idx.tolist()], len(kept_idx))
@@ -675,7 +702,11 @@ def _absorb(
         kept_pq.write(res.batches)
     else:
         kept_pq.write(
-            [b for a, z in _runs_np(keep_rows) for b in candidates.slice(a, z - a + 1).to_batches()]
+            [
+                b
+                for a, z in zip(*(r.tolist() for r in _runs_np(keep_rows)), strict=True)
+                for b in candidates.slice(a, z - a + 1).to_batches()
+            ]
         )
     report.kept += len(kept_idx)
 

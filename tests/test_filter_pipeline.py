@@ -578,3 +578,43 @@ def test_a_filter_run_never_loads_pandas_into_the_main_process(dataset, tmp_path
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("chunk", [3, 100])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_duplicates_are_settled_in_input_order_within_and_across_chunks(tmp_path, chunk, workers):
+    """One image asked about three ways, each question repeated: the first record of each
+    (image, question) pair is kept and every repeat names it, whether the repeats fall in the
+    same chunk of work or in later ones. Another copy of the image's bytes counts as the same
+    image."""
+    images = tmp_path / "images"
+    images.mkdir()
+    png = image_bytes((50, 40))
+    (images / "x.png").write_bytes(png)
+    (images / "x_copy.png").write_bytes(png)
+    (images / "y.png").write_bytes(image_bytes((51, 40)))
+    plan = [  # (question, image, the record it repeats)
+        ("How many?", "x.png", None),  # 0
+        ("What colour?", "x.png", None),  # 1: same image, another question
+        ("how   MANY?", "x.png", 0),  # 2: the same question, normalised
+        ("How many?", "y.png", None),  # 3: same question, another image
+        ("What colour?", "x_copy.png", 1),  # 4: the same bytes under another name
+        ("Where?", "x.png", None),  # 5
+        ("How many?", "x.png", 0),  # 6
+        ("Where?", "x.png", 5),  # 7
+        ("How many?", "y.png", 3),  # 8
+        ("What colour?", "x.png", 1),  # 9
+    ]
+    records = [record(q, [img]) for q, img, _ in plan]
+    src = write_json(records, tmp_path / "in.json")
+    cfg = FilterConfig(workers=workers, chunk_records=chunk, cache=False)
+    report = filter_dataset(src, images, tmp_path / "out", cfg)
+    dropped = pq.read_table(tmp_path / "out" / "dropped.parquet").to_pylist()
+    assert {r["index"]: r["detail"] for r in dropped} == {
+        i: f"same images and question as record {first}"
+        for i, (_q, _img, first) in enumerate(plan)
+        if first is not None
+    }
+    assert report.dropped["duplicate"] == 6
+    kept = orjson.loads((tmp_path / "out" / "kept.json").read_bytes())
+    assert kept == [r for r, (_q, _img, first) in zip(records, plan, strict=True) if first is None]
