@@ -43,7 +43,7 @@ from curation.filters import (
 )
 from curation.images import ImageChecker, ImageInfo, cache_rows
 from curation.io import Task, trim_spans
-from curation.record_columns import RecordColumns
+from curation.record_columns import RecordColumns, one_array
 
 logger = logging.getLogger(__name__)
 
@@ -239,9 +239,7 @@ class FilterWorker:
         text = text_stages(parsed.table, self.plain, cfg)
         passed = np.zeros(n, dtype=bool)
         passed[text.passed] = True
-        images = image_stages(
-            parsed.table.column(1).combine_chunks().filter(pa.array(passed)), self.checker, cfg
-        )
+        images = image_stages(one_array(parsed.table.column(1)).filter(pa.array(passed)), self.checker, cfg)
         probed += images.probed
         for r, drop in images.drops.items():
             verdicts.drop(int(parsed.rows[text.passed[r]]), drop)
@@ -254,9 +252,7 @@ class FilterWorker:
             dup_keys = duplicate_keys(question, images.hex, images.offsets, lazy=buf is not None)
         chosen = np.zeros(n, dtype=bool)
         chosen[final] = True
-        messages = (
-            parsed.table.column(0).combine_chunks().filter(pa.array(chosen))
-        )  # filter copies less than take
+        messages = one_array(parsed.table.column(0)).filter(pa.array(chosen))  # filter copies less than take
         batch = canonical_batch(uid, self.source, images, question, answer, messages, self.plain)
         batches.append((parsed.rows[final], batch, dup_keys))
         # rows a text stage did not pass: the per-record path decides them

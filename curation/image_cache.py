@@ -375,14 +375,14 @@ def index_batch(table: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from curation.record_columns import integers_of, string_array
+    from curation.record_columns import integers_of, one_array, string_array
 
     n = table.num_rows
 
     # numpy and Arrow buffers only: no Python value is converted, which would load pandas
     # (this also runs in the main process, see curation.record_columns)
     def whole(name: str) -> Any:
-        return table.column(name).combine_chunks()
+        return one_array(table.column(name))
 
     def values(arr: Any, dtype: Any) -> Any:
         return np.frombuffer(arr.buffers()[1], dtype=dtype)[arr.offset : arr.offset + len(arr)].copy()

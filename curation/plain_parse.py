@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.io import _real_quotes, trim_spans
+from curation.record_columns import one_array
 
 #: a run of spans the parser refuses is halved until the refusals are isolated in runs of at
 #: most this many records, parsing at most ``SPLIT_BUDGET`` times the chunk's records in all
@@ -161,8 +162,8 @@ def _keys_ok(
     """
     import pyarrow.compute as pc
 
-    msgs = table.column(0).combine_chunks()
-    imgs = table.column(1).combine_chunks()
+    msgs = one_array(table.column(0))
+    imgs = one_array(table.column(1))
     n = len(msgs)
     m = pc.list_value_length(msgs).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     k = pc.list_value_length(imgs).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -238,8 +239,8 @@ def plain_rows(batch: pa.RecordBatch, keys: PlainKeys) -> ParsedChunk:
         table = pa.Table.from_batches([batch]).cast(schema)
     except (pa.ArrowException, ValueError):  # other types (image structs, numbers): per record
         return ParsedChunk(schema.empty_table(), np.zeros(0, dtype=np.int64), everything)
-    msgs = table.column(0).combine_chunks()
-    imgs = table.column(1).combine_chunks()
+    msgs = one_array(table.column(0))
+    imgs = one_array(table.column(1))
     turns = msgs.flatten()
     parent = pc.list_parent_indices(msgs).to_numpy(zero_copy_only=False)
     ok = (

@@ -36,6 +36,7 @@ from curation.filters import IMAGE_TAG
 from curation.image_cache import raw_digests
 from curation.images import ImageBatch, ImageChecker
 from curation.plain_parse import PlainKeys
+from curation.record_columns import one_array
 from curation.schema import IMAGE_TYPE, MESSAGE_TYPE, RECORD_SCHEMA, SIZE_TYPE
 
 #: every character ``str.strip()`` removes (``str.isspace``; a test recomputes it)
@@ -125,7 +126,7 @@ class TextResult:
 
 def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextResult:
     """Structure (roles, a user turn), ``<image>`` tags, reflective text and empty answers."""
-    msgs = table.column(0).combine_chunks()
+    msgs = one_array(table.column(0))
     n = len(msgs)
     parent = _np(pc.list_parent_indices(msgs)).astype(np.int64)
     role, content = msgs.flatten().flatten()  # adjusted for slices, unlike ``field(i)``
@@ -148,7 +149,7 @@ def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextR
     if config.check_image_tags:
         lost = _np(pc.binary_length(user)) - _np(pc.binary_length(untagged))
         per_row = np.bincount(parent[user_turns], weights=lost // len(IMAGE_TAG), minlength=n)
-        n_images = _np(pc.list_value_length(table.column(1).combine_chunks())).astype(np.int64)
+        n_images = _np(pc.list_value_length(one_array(table.column(1)))).astype(np.int64)
         ok &= per_row == n_images
     flags = reflective_flags(content, config.patterns_lower) & is_asst
     ok[parent[flags]] = False

@@ -17,6 +17,12 @@ import pyarrow as pa
 from curation.schema import IMAGE_TYPE, MESSAGE_TYPE, RECORD_SCHEMA, SIZE_TYPE
 
 
+def one_array(column: pa.ChunkedArray) -> pa.Array:
+    """``column`` as one array: its only chunk as it is (``combine_chunks`` copies even that,
+    which for a task's messages is megabytes of text)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 class RecordColumns:
     """Canonical columns of records converted one by one, built flat and assembled once."""
 
