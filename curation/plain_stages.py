@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +45,6 @@ PY_WHITESPACE = (
 )
 #: a final-answer header at a line start, with no "#" after it (so no later header)
 _FINAL_ANSWER_TAIL = r"(?:^|\n)[ \t]*###[ \t]*The final answer is:(?P<answer>[^#]*)\z"
-#: ``IMAGE_TAG`` as an RE2 pattern: Arrow's regex kernels search far faster than its plain
-#: substring kernels (which compare byte by byte); the tag has no special characters
-_TAG_RE = IMAGE_TAG
 
 
 def _np(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -145,7 +141,9 @@ def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextR
     ok &= first_user >= 0
     # user turns without their tags: the question, and (by the length lost) the tag count
     user = content.filter(pa.array(is_user))
-    untagged = pc.replace_substring_regex(user, _TAG_RE, "")
+    # the literal kernel, as ``str.replace`` (a third of the CPU of the regex kernel with
+    # pyarrow 26: 0.08 against 0.29 s for the user turns of 260K records)
+    untagged = pc.replace_substring(user, IMAGE_TAG, "")
     if config.check_image_tags:
         lost = _np(pc.binary_length(user)) - _np(pc.binary_length(untagged))
         per_row = np.bincount(parent[user_turns], weights=lost // len(IMAGE_TAG), minlength=n)
@@ -262,13 +260,14 @@ def _runs(data: np.ndarray, offsets: np.ndarray, width: int) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(byte_offsets), pa.py_buffer(data)])
 
 
-def _hash_each(values: pa.Array, fn: Callable[[memoryview], Any]) -> list[Any]:
-    """``fn`` of each binary value, over slices of the array's buffer (no copies)."""
+def _blake2b_each(values: pa.Array) -> list[str]:
+    """The 16-byte BLAKE2b hex digest of each binary value, over slices of the array's buffer
+    (no copies)."""
     _validity, offsets_buf, data = values.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int32)[values.offset : values.offset + len(values) + 1]
     view = memoryview(data) if data is not None else memoryview(b"")
-    bounds = offsets.tolist()
-    return [fn(view[s:e]) for s, e in itertools.pairwise(bounds)]
+    blake2b = hashlib.blake2b
+    return [blake2b(view[s:e], digest_size=16).hexdigest() for s, e in itertools.pairwise(offsets.tolist())]
 
 
 _LEN64 = np.frombuffer((64).to_bytes(8, "little"), dtype=np.uint8)
@@ -288,8 +287,7 @@ def uids(question: pa.Array, answer: pa.Array, hexes: np.ndarray, offsets: np.nd
     joined = pc.binary_join_element_wise(
         _runs(parts, offsets, 72), _UID_Q, _fixed_binary(q_len, 8), q, _UID_A, _fixed_binary(a_len, 8), a, b""
     )
-    blake2b = hashlib.blake2b
-    return _hash_each(joined, lambda v: blake2b(v, digest_size=16).hexdigest())
+    return _blake2b_each(joined)
 
 
 def duplicate_keys(
