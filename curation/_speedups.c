@@ -1207,8 +1207,57 @@ done:
     return result;
 }
 
+/* newlines_before(buf, positions) -> (bytes of int64 counts, total)
+ *
+ * For each of the ascending int64 offsets positions[i], the number of '\n' bytes of buf
+ * before it; and the number in the whole of buf. */
+static PyObject *newlines_before(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, pv;
+    if (!PyArg_ParseTuple(args, "y*y*", &buf, &pv))
+        return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t n = pv.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *pos = pv.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (pos[i] < 0 || pos[i] > buf.len || (i && pos[i] < pos[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "positions must be ascending offsets within the buffer");
+            goto done;
+        }
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL)
+        goto done;
+    int64_t *counts = (int64_t *)PyBytes_AS_STRING(out);
+    const char *a = buf.buf, *p = a, *end = a + buf.len;
+    int64_t seen = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *stop = a + pos[i];
+        while (p < stop && (p = memchr(p, '\n', (size_t)(stop - p))) != NULL) {
+            seen++;
+            p++;
+        }
+        if (p == NULL)
+            p = stop;
+        counts[i] = seen;
+    }
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        seen++;
+        p++;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&pv);
+    if (out == NULL)
+        return NULL;
+    return Py_BuildValue("(NL)", out, (long long)seen);
+}
+
 static PyMethodDef methods[] = {
     {"real_quotes", real_quotes, METH_VARARGS, "Offsets of the unescaped quotes of a block."},
+    {"newlines_before", newlines_before, METH_VARARGS, "Newlines of a buffer before each of ascending offsets."},
     {"parse_plain", parse_plain, METH_VARARGS, "Columns of the spans that are plain sharegpt records."},
     {"scan_list_block", scan_list_block, METH_VARARGS, "Element delimiters of one block of a JSON list."},
     {"stat_in_dirs", stat_in_dirs, METH_VARARGS, "fstatat each relative path under its directory's fd."},

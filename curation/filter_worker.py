@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from curation import speedups
 from curation.convert import from_pebr, from_sharegpt
 from curation.filter_config import FilterConfig
 from curation.filters import (
@@ -400,6 +401,9 @@ def _tight_spans(buf: bytes, task: Task) -> tuple[np.ndarray, np.ndarray, np.nda
     lo, hi = trim_spans(a, task.starts, task.ends)
     if task.lines is not None:
         return lo, hi, None, 0
+    if speedups.native is not None:
+        raw, total = speedups.native.newlines_before(buf, lo)
+        return lo, hi, np.frombuffer(raw, dtype=np.int64), total
     newline_at = np.flatnonzero(a == 0x0A)
     return lo, hi, np.searchsorted(newline_at, lo), len(newline_at)
 

@@ -303,6 +303,20 @@ def test_filter_outputs_are_the_same_with_and_without_the_compiled_loops(tmp_pat
     assert outs[0] == outs[1]
 
 
+@native
+def test_newlines_before_counts_as_bytes_count():
+    rng = random.Random(3)
+    for _ in range(500):
+        buf = bytes(rng.choice(b"ab\n") for _ in range(rng.randint(0, 80)))
+        pos = np.sort(np.array([rng.randint(0, len(buf)) for _ in range(rng.randint(0, 8))], dtype=np.int64))
+        raw, total = speedups.native.newlines_before(buf, pos)
+        assert np.frombuffer(raw, dtype=np.int64).tolist() == [buf[:p].count(b"\n") for p in pos.tolist()]
+        assert total == buf.count(b"\n")
+    for bad in ([3, 1], [-1], [99]):
+        with pytest.raises(ValueError, match="ascending offsets within the buffer"):
+            speedups.native.newlines_before(b"a\nb\n", np.array(bad, dtype=np.int64))
+
+
 # --------------------------------------------------------------------------- sidecar path index
 
 
