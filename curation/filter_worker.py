@@ -240,6 +240,10 @@ class FilterWorker:
         text = text_stages(parsed.table, self.plain, cfg)
         passed = np.zeros(n, dtype=bool)
         passed[text.passed] = True
+        decided = passed.copy()  # here: passed, or dropped as reflective with the detail worded
+        decided[text.reflective] = True
+        for r, detail in zip(parsed.rows[text.reflective].tolist(), text.reflective_details, strict=True):
+            verdicts.drop(r, Drop("reflective", detail))
         images = image_stages(one_array(parsed.table.column(1)).filter(pa.array(passed)), self.checker, cfg)
         probed += images.probed
         for r, drop in images.drops.items():
@@ -256,8 +260,9 @@ class FilterWorker:
         messages = one_array(parsed.table.column(0)).filter(pa.array(chosen))  # filter copies less than take
         batch = canonical_batch(uid, self.source, images, question, answer, messages, self.plain)
         batches.append((parsed.rows[final], batch, dup_keys))
-        # rows a text stage did not pass: the per-record path decides them
-        return np.union1d(parsed.slow, parsed.rows[~passed])
+        # rows a text stage did not pass, but for the reflective ones dropped above: the
+        # per-record path decides (and words) them
+        return np.union1d(parsed.slow, parsed.rows[~decided])
 
     # ------------------------------------------------------------------ the per-record path
 

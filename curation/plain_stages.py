@@ -76,18 +76,63 @@ def reflective_flags(content: pa.Array, patterns_lower: tuple[str, ...]) -> np.n
     case-insensitive match folds "k" with the KELVIN SIGN (a test holds it to that); the
     U+0130 case gets its own search.
     """
+    return _any(reflective_matches(content, patterns_lower), len(content))
+
+
+def _any(masks: list[np.ndarray], n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    for m in masks:
+        out |= m
+    return out
+
+
+def reflective_matches(content: pa.Array, patterns_lower: tuple[str, ...]) -> list[np.ndarray]:
+    """:func:`reflective_flags` for each pattern apart: ``out[j][i]`` when text ``i`` may contain
+    pattern ``j``. On a text of ASCII characters only, may is does: its ``str.lower()`` only
+    lowers A-Z, which is all the case-insensitive search folds there."""
     if not all(p.isascii() for p in patterns_lower):
-        texts = content.to_pylist()
-        return np.array(
-            [t is not None and any(p in t.lower() for p in patterns_lower) for t in texts], dtype=bool
-        )
-    flags = np.zeros(len(content), dtype=bool)
+        lowered = [t.lower() if t is not None else None for t in content.to_pylist()]
+        return [np.array([t is not None and p in t for t in lowered], dtype=bool) for p in patterns_lower]
+    out = []
     for p in patterns_lower:
-        flags |= _np(pc.match_substring(content, p, ignore_case=True)).astype(bool)
+        flags = _np(pc.match_substring(content, p, ignore_case=True)).astype(bool)
         if p.endswith("i"):
             prefix = "".join(f"\\x{{{ord(c):x}}}" for c in p[:-1])
             flags |= _np(pc.match_substring_regex(content, f"(?i){prefix}\\x{{130}}")).astype(bool)
-    return flags
+        out.append(flags)
+    return out
+
+
+def _reflective_verdicts(
+    content: pa.Array,
+    matches: list[np.ndarray],
+    is_asst: np.ndarray,
+    parent: np.ndarray,
+    starts: np.ndarray,
+    eligible: np.ndarray,
+    patterns_lower: tuple[str, ...],
+) -> tuple[np.ndarray, list[str]]:
+    """The rows the reflective stage drops that can be worded here, and the per-record path's
+    detail for each (:func:`curation.filters.check_reflective`: the first assistant turn whose
+    lower case holds a pattern, and the first such pattern).
+
+    A row qualifies when it passes the stages before (``eligible``) and its first flagged
+    assistant turn is ASCII, where the flags are exact (the turns before it were not flagged,
+    so hold no pattern). Other flagged rows are left to the per-record path.
+    """
+    n = len(eligible)
+    flagged = [m & is_asst for m in matches]
+    first = _first_per_parent(np.flatnonzero(_any(flagged, len(content))), parent, n)
+    rows = np.flatnonzero(eligible & (first >= 0))
+    turns = first[rows]
+    ascii_ = _np(pc.string_is_ascii(content.take(pa.array(turns)))).astype(bool)
+    rows, turns = rows[ascii_], turns[ascii_]
+    which = np.argmax(np.stack([f[turns] for f in flagged]), axis=0)  # the first pattern found
+    details = [
+        f"turn {t} contains {patterns_lower[j]!r}"
+        for t, j in zip((turns - starts[rows]).tolist(), which.tolist(), strict=True)
+    ]
+    return rows, details
 
 
 def _final_answers(content: pa.Array, turns: np.ndarray) -> pa.Array:
@@ -118,6 +163,8 @@ class TextResult:
     passed: np.ndarray  # row numbers, ascending
     question: pa.Array
     answer: pa.Array
+    reflective: np.ndarray  # rows the reflective stage drops, decided here (ascending)
+    reflective_details: list[str]  # the per-record path's detail for each
 
 
 def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextResult:
@@ -149,7 +196,15 @@ def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextR
         per_row = np.bincount(parent[user_turns], weights=lost // len(IMAGE_TAG), minlength=n)
         n_images = _np(pc.list_value_length(one_array(table.column(1)))).astype(np.int64)
         ok &= per_row == n_images
-    flags = reflective_flags(content, config.patterns_lower) & is_asst
+    matches = reflective_matches(content, config.patterns_lower)
+    flags = _any(matches, len(content)) & is_asst
+    if flags.any():
+        offsets = _np(msgs.offsets).astype(np.int64)
+        starts = offsets[:n] - offsets[0]  # each row's first turn in ``content``
+        args = (matches, is_asst, parent, starts, ok, config.patterns_lower)
+        reflective, reflective_details = _reflective_verdicts(content, *args)
+    else:
+        reflective, reflective_details = np.zeros(0, dtype=np.int64), []
     ok[parent[flags]] = False
     last_asst = _first_per_parent(np.flatnonzero(is_asst), parent, n, last=True)
     ok &= last_asst >= 0  # no assistant turn: the per-record path words it
@@ -160,7 +215,7 @@ def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextR
         rows, answer = rows[keep], answer.filter(pa.array(keep))
     first_user_pos = np.searchsorted(user_turns, first_user[rows])  # its place among the user turns
     question = _trim(untagged.take(pa.array(first_user_pos)))
-    return TextResult(rows, question, answer)
+    return TextResult(rows, question, answer, reflective, reflective_details)
 
 
 @dataclass

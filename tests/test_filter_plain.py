@@ -145,6 +145,35 @@ def tricky_records() -> list:
         },  # unsafe path
         record("Q plain", ["p1.png"]),  # a duplicate of the first record
         ["not", "a", "record"],  # not an object
+        # the reflective stage, decided in bulk when the first flagged assistant turn is ASCII
+        record("Q both", ["p2.png"], extra=" Let me rethink it. Step 1 again."),  # two patterns
+        {
+            "messages": _turns(
+                ("user", "<image>Q"),
+                ("assistant", f"LET ME RETHIN{KELVIN} IT"),
+                ("user", "ok"),
+                ("assistant", "let me rethink it"),
+            ),
+            "images": ["p3.png"],
+        },  # the first match is not ASCII
+        {
+            "messages": _turns(
+                ("user", "<image>Q"),
+                ("assistant", f"let me reth{DOTTED_I}nk it"),
+                ("user", "ok"),
+                ("assistant", "x LET ME RETHINK IT"),
+            ),
+            "images": ["p1.png"],
+        },  # a non-ASCII near miss, then an ASCII match
+        {"messages": _turns(("user", "Q no tag"), ("assistant", "let me rethink it")), "images": ["p1.png"]},
+        {
+            "messages": _turns(("user", "<image>Q"), ("assistant", "Let me rethink it.")),
+            "images": ["gone.png"],
+        },  # reflective and its image missing
+        {
+            "messages": _turns(("user", "<image>Q"), ("assistant", a), ("assistant", "let me rethink it")),
+            "images": ["p2.png"],
+        },  # the second of two assistant turns
     ]
 
 
@@ -249,7 +278,8 @@ def test_conversations_spelling_both_ways(dataset, tmp_path):
         record("Q5", ["p2.png"]),  # the other spelling
     ]
     path = write_json(recs, tmp_path / "c.json")
-    assert _compare(path, images, chunk=5, messages_key="conversations") == 2
+    # decided in bulk: the plain one, the one with a system turn, and the reflective one
+    assert _compare(path, images, chunk=5, messages_key="conversations") == 3
     worker = FilterWorker(CFG, "sharegpt", str(images), None, "conversations")
     res = worker.run(next(InputSource(path).tasks(5)))
     rows = pa.Table.from_batches(res.batches).to_pylist()
