@@ -1057,70 +1057,72 @@ typedef struct {
     GrowBuf turns, role_off, role, content_off, content, image_rows, image_off, image;
 } PlainOut;
 
+/* After a list element (p past it): 1 at the list's ']' (*pp left on it), 0 past a ',' and
+ * the blanks after it, -1 for anything else. */
+static int next_element(const unsigned char **pp, const unsigned char *end)
+{
+    const unsigned char *p = skip_ws(*pp, end);
+    if (p >= end || (*p != ']' && *p != ','))
+        return -1;
+    if (*p == ']') {
+        *pp = p;
+        return 1;
+    }
+    *pp = skip_ws(p + 1, end);
+    return 0;
+}
+
 /* One record, [p, end): 1 and its strings appended when it is plain, else 0 (its partial
  * output is then dropped by the caller); -1 when out of memory. */
 static int plain_record(const unsigned char *p, const unsigned char *end, PlainOut *o, const char *mkey,
                         Py_ssize_t mlen, const char *rkey, Py_ssize_t rlen, const char *ckey, Py_ssize_t clen)
 {
 #define NEED(cond) do { if (!(cond)) return 0; } while (0)
+#define EXPECT(c) do { NEED(p < end && *p == (c)); p = skip_ws(p + 1, end); } while (0)
 #define STR(buf, offs) do { \
         NEED(p < end && *p == '"'); \
         p = json_string(p + 1, end, &(buf)); \
         NEED(p != NULL); \
         if ((buf).len > INT32_MAX || put_i32(&(offs), (int32_t)(buf).len) < 0) return -1; \
     } while (0)
+    int last;
     p = skip_ws(p, end);
-    NEED(p < end && *p == '{');
-    p = skip_ws(p + 1, end);
+    EXPECT('{');
     NEED((p = key_colon(p, end, mkey, mlen)) != NULL);
-    NEED(p < end && *p == '[');
-    p = skip_ws(p + 1, end);
-    for (;;) {
-        NEED(p < end && *p == '{');
-        p = skip_ws(p + 1, end);
+    EXPECT('[');
+    do { /* one or more turns */
+        EXPECT('{');
         NEED((p = key_colon(p, end, rkey, rlen)) != NULL);
         STR(o->role, o->role_off);
         p = skip_ws(p, end);
-        NEED(p < end && *p == ',');
-        p = skip_ws(p + 1, end);
+        EXPECT(',');
         NEED((p = key_colon(p, end, ckey, clen)) != NULL);
         STR(o->content, o->content_off);
         p = skip_ws(p, end);
-        NEED(p < end && *p == '}');
-        p = skip_ws(p + 1, end);
-        NEED(p < end);
-        if (*p == ']')
-            break;
-        NEED(*p == ',');
-        p = skip_ws(p + 1, end);
-    }
+        EXPECT('}');
+        NEED((last = next_element(&p, end)) >= 0);
+    } while (!last);
     p = skip_ws(p + 1, end);
-    NEED(p < end && *p == ',');
-    p = skip_ws(p + 1, end);
+    EXPECT(',');
     NEED((p = key_colon(p, end, "images", 6)) != NULL);
-    NEED(p < end && *p == '[');
-    p = skip_ws(p + 1, end);
+    EXPECT('[');
     NEED(p < end);
     if (*p != ']') {
-        for (;;) {
+        do { /* zero or more paths */
             STR(o->image, o->image_off);
-            p = skip_ws(p, end);
-            NEED(p < end);
-            if (*p == ']')
-                break;
-            NEED(*p == ',');
-            p = skip_ws(p + 1, end);
-        }
+            NEED((last = next_element(&p, end)) >= 0);
+        } while (!last);
     }
     p = skip_ws(p + 1, end);
-    NEED(p < end && *p == '}');
-    NEED(skip_ws(p + 1, end) == end);
+    EXPECT('}');
+    NEED(p == end);
     if (put_i32(&o->turns, (int32_t)(o->role_off.len / 4 - 1)) < 0)
         return -1;
     if (put_i32(&o->image_rows, (int32_t)(o->image_off.len / 4 - 1)) < 0)
         return -1;
     return 1;
 #undef STR
+#undef EXPECT
 #undef NEED
 }
 
