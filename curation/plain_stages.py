@@ -1,16 +1,18 @@
 """The filter's stages over a table of plain sharegpt records (:mod:`curation.plain_parse`), as columns.
 
-Each stage here only *certifies* that a record passes: a record that a stage would drop, or
+Each stage here *certifies* that a record passes: a record that a stage would drop, or
 that it cannot decide exactly, is handed back to the per-record path, which decides and
-words the reason. So the reasons never depend on this module; what does is the claim that
-a record passes, and each stage below says why its claim is exact:
+words the reason. The one exception is the reflective stage, which also drops, with the
+per-record path's words, the records whose first flagged assistant turn is ASCII (see
+below: there its search is exact). Each stage below says why its claim is exact:
 
 - tags, user and assistant turns: plain counts over the turns;
 - reflective: Python's ``str.lower()`` maps every character to one character, ASCII only
   from ASCII, except U+0130 (to "i" + a combining dot) and U+212A KELVIN SIGN (to "k"); a
   test checks this on every code point. So an ASCII pattern's match is a case-insensitive
-  match where those two may stand in, which :func:`reflective_flags` searches for.
-  Non-ASCII patterns are checked with ``str.lower()`` itself.
+  match where those two may stand in, which :func:`reflective_matches` searches for (on
+  ASCII text nothing stands in, so there it is exact). Non-ASCII patterns are checked with
+  ``str.lower()`` itself.
 - answer: the text after the last final-answer header is taken with a regex only when no
   ``#`` follows the header (so no later header can exist); other texts use
   :func:`curation.filters.fast_final_answer`. Stripping uses Python's whitespace set.
@@ -67,18 +69,6 @@ def _first_per_parent(positions: np.ndarray, parent: np.ndarray, n: int, last: b
     return out
 
 
-def reflective_flags(content: pa.Array, patterns_lower: tuple[str, ...]) -> np.ndarray:
-    """Texts that may contain a pattern the way ``str.lower()`` sees them (a superset).
-
-    For an ASCII pattern, a match in ``text.lower()`` is made of ASCII characters equal to
-    the pattern's up to case, KELVIN SIGNs standing for "k", and possibly a last U+0130
-    standing for a final "i" (its lower case goes on with a combining dot). RE2's
-    case-insensitive match folds "k" with the KELVIN SIGN (a test holds it to that); the
-    U+0130 case gets its own search.
-    """
-    return _any(reflective_matches(content, patterns_lower), len(content))
-
-
 def _any(masks: list[np.ndarray], n: int) -> np.ndarray:
     out = np.zeros(n, dtype=bool)
     for m in masks:
@@ -87,9 +77,16 @@ def _any(masks: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def reflective_matches(content: pa.Array, patterns_lower: tuple[str, ...]) -> list[np.ndarray]:
-    """:func:`reflective_flags` for each pattern apart: ``out[j][i]`` when text ``i`` may contain
-    pattern ``j``. On a text of ASCII characters only, may is does: its ``str.lower()`` only
-    lowers A-Z, which is all the case-insensitive search folds there."""
+    """For each pattern, the texts that may contain it the way ``str.lower()`` sees them
+    (``out[j][i]`` for text ``i`` and pattern ``j``): a superset, exact on ASCII texts, whose
+    ``str.lower()`` only lowers A-Z, which is all the case-insensitive search folds there.
+
+    For an ASCII pattern, a match in ``text.lower()`` is made of ASCII characters equal to
+    the pattern's up to case, KELVIN SIGNs standing for "k", and possibly a last U+0130
+    standing for a final "i" (its lower case goes on with a combining dot). RE2's
+    case-insensitive match folds "k" with the KELVIN SIGN (a test holds it to that); the
+    U+0130 case gets its own search. Non-ASCII patterns are looked for in ``str.lower()``.
+    """
     if not all(p.isascii() for p in patterns_lower):
         lowered = [t.lower() if t is not None else None for t in content.to_pylist()]
         return [np.array([t is not None and p in t for t in lowered], dtype=bool) for p in patterns_lower]
@@ -106,7 +103,7 @@ def reflective_matches(content: pa.Array, patterns_lower: tuple[str, ...]) -> li
 def _reflective_verdicts(
     content: pa.Array,
     matches: list[np.ndarray],
-    is_asst: np.ndarray,
+    flags: np.ndarray,
     parent: np.ndarray,
     starts: np.ndarray,
     eligible: np.ndarray,
@@ -114,20 +111,19 @@ def _reflective_verdicts(
 ) -> tuple[np.ndarray, list[str]]:
     """The rows the reflective stage drops that can be worded here, and the per-record path's
     detail for each (:func:`curation.filters.check_reflective`: the first assistant turn whose
-    lower case holds a pattern, and the first such pattern).
+    lower case holds a pattern, and the first such pattern). ``flags`` are the assistant
+    turns any of ``matches`` flags.
 
     A row qualifies when it passes the stages before (``eligible``) and its first flagged
     assistant turn is ASCII, where the flags are exact (the turns before it were not flagged,
     so hold no pattern). Other flagged rows are left to the per-record path.
     """
-    n = len(eligible)
-    flagged = [m & is_asst for m in matches]
-    first = _first_per_parent(np.flatnonzero(_any(flagged, len(content))), parent, n)
+    first = _first_per_parent(np.flatnonzero(flags), parent, len(eligible))
     rows = np.flatnonzero(eligible & (first >= 0))
     turns = first[rows]
     ascii_ = _np(pc.string_is_ascii(content.take(pa.array(turns)))).astype(bool)
     rows, turns = rows[ascii_], turns[ascii_]
-    which = np.argmax(np.stack([f[turns] for f in flagged]), axis=0)  # the first pattern found
+    which = np.argmax(np.stack([m[turns] for m in matches]), axis=0)  # the first pattern found
     details = [
         f"turn {t} contains {patterns_lower[j]!r}"
         for t, j in zip((turns - starts[rows]).tolist(), which.tolist(), strict=True)
@@ -201,7 +197,7 @@ def text_stages(table: pa.Table, keys: PlainKeys, config: FilterConfig) -> TextR
     if flags.any():
         offsets = _np(msgs.offsets).astype(np.int64)
         starts = offsets[:n] - offsets[0]  # each row's first turn in ``content``
-        args = (matches, is_asst, parent, starts, ok, config.patterns_lower)
+        args = (matches, flags, parent, starts, ok, config.patterns_lower)
         reflective, reflective_details = _reflective_verdicts(content, *args)
     else:
         reflective, reflective_details = np.zeros(0, dtype=np.int64), []

@@ -24,7 +24,7 @@ from curation.filters import fast_final_answer
 from curation.images import ImageChecker, cache_table, load_cache
 from curation.io import InputSource
 from curation.plain_parse import CONVERSATIONS, MESSAGES, MIN_SPLIT, _parse_arrow, _parse_native
-from curation.plain_stages import PY_WHITESPACE, _final_answers, reflective_flags
+from curation.plain_stages import PY_WHITESPACE, _final_answers, reflective_matches
 
 CFG = FilterConfig(workers=0)
 
@@ -445,7 +445,7 @@ def test_the_compiled_parser_refuses_spans_outside_the_buffer():
 
 
 def test_lower_maps_only_two_non_ascii_characters_into_ascii_or_to_several():
-    """The premise of ``reflective_flags``, on every code point of this Python."""
+    """The premise of ``reflective_matches``, on every code point of this Python."""
     special = [
         chr(c)
         for c in range(0x80, 0x110000)
@@ -458,7 +458,7 @@ def test_lower_maps_only_two_non_ascii_characters_into_ascii_or_to_several():
 
 
 @pytest.mark.parametrize("pattern", ["let me rethink it", "rethi", "wait, k", "a.b*c", "step 1:"])
-def test_reflective_flags_are_a_superset_of_python_lower(pattern):
+def test_reflective_matches_are_a_superset_of_python_lower_and_exact_on_ascii(pattern):
     rng = random.Random(0)
     variants = {c: {c, c.upper()} for c in pattern}
     variants["k"] = {"k", "K", KELVIN}
@@ -470,10 +470,13 @@ def test_reflective_flags_are_a_superset_of_python_lower(pattern):
         if rng.random() < 0.2:
             chars[rng.randrange(len(chars))] = rng.choice(["ſ", "ı", "x", "\u0307"])
         texts.append(rng.choice(["", "∠ ", "x\n"]) + "".join(chars) + rng.choice(["", ".", " ok"]))
-    flags = reflective_flags(pa.array(texts), (pattern,))
+    (flags,) = reflective_matches(pa.array(texts), (pattern,))
     for text, flag in zip(texts, flags.tolist(), strict=True):
         if pattern in text.lower():
             assert flag, repr(text)
+        if text.isascii():  # the reflective stage drops on these flags alone
+            assert flag == (pattern in text.lower()), repr(text)
+    assert any(t.isascii() and not f for t, f in zip(texts, flags.tolist(), strict=True))
 
 
 def test_python_whitespace_set():
